@@ -1,0 +1,43 @@
+# recon_plugin: `make demo` and `make test` are the two commands of the README quick start.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test bench lint browser clean
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes (or the venv is missing).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/recon-demo
+
+# Headless Chromium for the render-preview browser test (Debian package; skipped when unavailable).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "make browser: could not install chromium; the browser test will be skipped"; \
+	  else echo "make browser: chromium missing and cannot be installed here; the browser test will be skipped"; fi; }
+
+test: install browser
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check recon_plugin tests bench
+	$(BIN)/ruff format --check recon_plugin tests bench
+
+bench: install
+	$(BIN)/python bench/rnb_sdf/run.py
+	@if [ -f bench/render_queue/run.py ]; then $(BIN)/python bench/render_queue/run.py; fi
+
+clean:
+	rm -rf demo_output outputs .pytest_cache

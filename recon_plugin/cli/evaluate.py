@@ -1,0 +1,91 @@
+"""``recon-eval``: reconstruction metrics, printed as one JSON line.
+
+recon-eval mesh PRED GT [--scale S] [--thresholds 0.005 0.01 0.02] [--num-samples 200000]
+                        [--seed 0] [--transform dataparser_transforms.json]
+recon-eval normals PRED_DIR DATA_DIR [--mask-dir DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from recon_plugin.eval.mesh_metrics import DEFAULT_THRESHOLDS
+
+
+@dataclass
+class MeshCommand:
+    """Accuracy, completeness, Chamfer distance and F-scores between a predicted and a ground-truth mesh."""
+
+    pred: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PRED")]
+    """Predicted mesh (PLY, OBJ, ...)."""
+    gt: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="GT")]
+    """Ground-truth mesh in world units."""
+    scale: float | None = None
+    """Reference length for *_rel metrics and thresholds; default: bounding_radius of GT's scene.json, else 1."""
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+    """F-score thresholds as fractions of --scale."""
+    num_samples: int = 200_000
+    """Points sampled on each surface."""
+    seed: int = 0
+    """Sampling seed."""
+    transform: Path | None = None
+    """dataparser_transforms.json mapping PRED from nerfstudio's normalised frame to world (ns-export meshes)."""
+
+    def main(self) -> dict:
+        """Computes the metrics."""
+        from recon_plugin.eval.mesh_metrics import evaluate_mesh_files
+
+        return evaluate_mesh_files(
+            self.pred,
+            self.gt,
+            scale=self.scale,
+            thresholds=self.thresholds,
+            num_samples=self.num_samples,
+            seed=self.seed,
+            transform=self.transform,
+        )
+
+
+@dataclass
+class NormalsCommand:
+    """Mean / median angular error (degrees) of predicted normal PNGs against DATA_DIR/normal on the masks."""
+
+    pred_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PRED_DIR")]
+    """Predicted camera-frame normal PNGs ((n+1)/2, OpenGL axes), same sorted order as DATA_DIR/normal."""
+    data_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DATA_DIR")]
+    """RnB data folder holding normal/ and mask/."""
+    mask_dir: Path | None = None
+    """Mask folder (default DATA_DIR/mask)."""
+
+    def main(self) -> dict:
+        """Computes the metrics."""
+        from recon_plugin.eval.normal_metrics import evaluate_normal_dirs
+
+        return evaluate_normal_dirs(self.pred_dir, self.data_dir, self.mask_dir)
+
+
+#: Subcommand name -> command dataclass.
+SUBCOMMANDS: dict[str, type] = {"mesh": MeshCommand, "normals": NormalsCommand}
+
+
+def entrypoint(args: list[str] | None = None) -> None:
+    """Console-script entry point of ``recon-eval``: prints one JSON line on stdout."""
+    command = tyro.extras.subcommand_cli_from_dict(
+        SUBCOMMANDS, prog="recon-eval", description="Reconstruction metrics (one JSON line).", args=args
+    )
+    try:
+        result = command.main()
+    except (OSError, ValueError) as err:
+        print(f"recon-eval: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    entrypoint()

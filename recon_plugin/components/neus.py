@@ -1,0 +1,208 @@
+"""NeuS volume rendering of an SDF: learned variance, SDF -> alpha, surface-seeking ray sampling.
+
+Sampling works in three passes so that the expensive evaluation (with gradients, for normals and
+the eikonal term) happens only at a few samples near the surface:
+
+1. coarse: a cached low-resolution SDF volume, refreshed every few steps, is read along the ray
+   (trilinear lookups, no network) — this is also what skips empty space;
+2. up-sampling: NeuS's hierarchical importance sampling with the real network, without gradients;
+3. render samples: drawn from the resulting weight distribution and evaluated with gradients.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LearnedVariance(nn.Module):
+    """The NeuS sharpness s = exp(10 v): the logistic density of the SDF has standard deviation 1/s."""
+
+    def __init__(self, init_value: float = 0.3) -> None:
+        super().__init__()
+        self.variance = nn.Parameter(torch.tensor(init_value))
+
+    def inv_s(self) -> Tensor:
+        return torch.exp(self.variance * 10.0).clamp(1e-6, 1e6)
+
+
+def intersect_unit_sphere(origins: Tensor, directions: Tensor, radius: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Entry and exit distances of rays with a sphere at the origin; ``hit`` is False for misses.
+
+    Directions must be unit length. Rays starting inside the sphere enter at distance 0.
+    """
+    b = (origins * directions).sum(-1)
+    c = (origins * origins).sum(-1) - radius * radius
+    disc = b * b - c
+    hit = disc > 0
+    root = torch.sqrt(disc.clamp(min=0.0))
+    near = (-b - root).clamp(min=0.0)
+    far = (-b + root).clamp(min=0.0)
+    hit = hit & (far > near)
+    far = torch.where(hit, far, near)
+    return near, far, hit
+
+
+def neus_alpha(sdf: Tensor, cos_view: Tensor, deltas: Tensor, inv_s: Tensor, cos_anneal_ratio: float) -> Tensor:
+    """Discrete opacity of each ray section from the SDF and its directional derivative (NeuS eq. 13).
+
+    Args:
+        sdf: SDF at the section midpoints (..., S).
+        cos_view: dot product of ray direction and SDF gradient at the midpoints (..., S).
+        deltas: section lengths (..., S).
+        inv_s: NeuS sharpness.
+        cos_anneal_ratio: 0 -> the slope is relaxed to (cos + 1) / 2 (more gradient early), 1 -> exact.
+    """
+    iter_cos = -(F.relu(-cos_view * 0.5 + 0.5) * (1.0 - cos_anneal_ratio) + F.relu(-cos_view) * cos_anneal_ratio)
+    prev_sdf = sdf - iter_cos * deltas * 0.5
+    next_sdf = sdf + iter_cos * deltas * 0.5
+    prev_cdf = torch.sigmoid(prev_sdf * inv_s)
+    next_cdf = torch.sigmoid(next_sdf * inv_s)
+    return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clamp(0.0, 1.0)
+
+
+def alpha_to_weights(alpha: Tensor) -> Tensor:
+    """Compositing weights w_i = alpha_i * prod_{j<i} (1 - alpha_j) along the last axis."""
+    transmittance = torch.cumprod(
+        torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha[..., :-1] + 1e-7], dim=-1), dim=-1
+    )
+    return alpha * transmittance
+
+
+def upsample_weights(t: Tensor, sdf: Tensor, inv_s: float) -> Tensor:
+    """NeuS weights of the sections between consecutive samples, from SDF values alone (no gradients).
+
+    The slope of each section is estimated from its endpoints (and its predecessor, for robustness
+    at the entry of a surface), as in NeuS's hierarchical up-sampling.
+    """
+    deltas = t[..., 1:] - t[..., :-1]
+    mid_sdf = (sdf[..., 1:] + sdf[..., :-1]) * 0.5
+    cos_val = (sdf[..., 1:] - sdf[..., :-1]) / (deltas + 1e-5)
+    prev_cos = torch.cat([torch.zeros_like(cos_val[..., :1]), cos_val[..., :-1]], dim=-1)
+    cos_val = torch.minimum(prev_cos, cos_val).clamp(-1e3, 0.0)
+    prev_sdf = mid_sdf - cos_val * deltas * 0.5
+    next_sdf = mid_sdf + cos_val * deltas * 0.5
+    prev_cdf = torch.sigmoid(prev_sdf * inv_s)
+    next_cdf = torch.sigmoid(next_sdf * inv_s)
+    alpha = (prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)
+    return alpha_to_weights(alpha)
+
+
+def sample_pdf(bins: Tensor, weights: Tensor, num_samples: int, deterministic: bool) -> Tensor:
+    """Inverse-CDF sampling of ``num_samples`` sorted positions from piecewise-constant weights.
+
+    Args:
+        bins: (R, B + 1) bin edges.
+        weights: (R, B) non-negative weights of the bins.
+        deterministic: evenly spaced quantiles (evaluation) instead of stratified random ones.
+    """
+    weights = weights + 1e-5
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, -1)], -1).clamp(max=1.0)
+    steps = (torch.arange(num_samples, device=bins.device, dtype=bins.dtype) + 0.5) / num_samples
+    if deterministic:
+        u = steps.expand(cdf.shape[0], num_samples).contiguous()
+    else:
+        u = steps + (torch.rand(cdf.shape[0], num_samples, device=bins.device) - 0.5) / num_samples
+    index = torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True)
+    below = (index - 1).clamp(min=0)
+    above = index.clamp(max=cdf.shape[-1] - 1)
+    cdf_below, cdf_above = torch.gather(cdf, -1, below), torch.gather(cdf, -1, above)
+    bins_below, bins_above = torch.gather(bins, -1, below), torch.gather(bins, -1, above)
+    span = torch.where(cdf_above - cdf_below < 1e-5, torch.ones_like(cdf_above), cdf_above - cdf_below)
+    return bins_below + (u - cdf_below) / span * (bins_above - bins_below)
+
+
+class SDFGridCache(nn.Module):
+    """A low-resolution copy of the SDF on a cube, read by trilinear interpolation.
+
+    It guides the coarse sampling (no network evaluation) and is refreshed during training.
+    """
+
+    def __init__(self, resolution: int = 64, bound: float = 1.0) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.bound = bound
+        axis = torch.linspace(-bound, bound, resolution)
+        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)  # (x, y, z, 3)
+        init = grid.norm(dim=-1) - 0.5
+        # grid_sample wants (N, C, D, H, W) with D indexed by z and W by x.
+        self.register_buffer("volume", init.permute(2, 1, 0)[None, None].contiguous())
+        self.register_buffer("initialised", torch.tensor(False))
+
+    @torch.no_grad()
+    def refresh(self, sdf_fn: Callable[[Tensor], Tensor], chunk: int = 65536) -> None:
+        """Re-evaluates ``sdf_fn`` (points (N, 3) -> (N,) or (N, 1)) at every voxel."""
+        device = self.volume.device
+        axis = torch.linspace(-self.bound, self.bound, self.resolution, device=device)
+        zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
+        points = torch.stack([xx, yy, zz], dim=-1).reshape(-1, 3)
+        values = torch.cat([sdf_fn(points[i : i + chunk]).reshape(-1) for i in range(0, points.shape[0], chunk)])
+        self.volume.copy_(values.reshape(1, 1, self.resolution, self.resolution, self.resolution))
+        self.initialised.fill_(True)
+
+    def query(self, points: Tensor) -> Tensor:
+        """SDF at (..., 3) points (clamped to the cube's border)."""
+        shape = points.shape[:-1]
+        grid = (points / self.bound).reshape(1, -1, 1, 1, 3)
+        values = F.grid_sample(self.volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        return values.reshape(shape)
+
+    @property
+    def voxel_size(self) -> float:
+        return 2.0 * self.bound / (self.resolution - 1)
+
+
+def surface_sample_distances(
+    origins: Tensor,
+    directions: Tensor,
+    near: Tensor,
+    far: Tensor,
+    cache: SDFGridCache,
+    network_sdf: Callable[[Tensor], Tensor],
+    inv_s: float,
+    num_coarse: int = 64,
+    num_upsample: int = 16,
+    upsample_rounds: int = 2,
+    num_render: int = 24,
+    deterministic: bool = False,
+) -> Tensor:
+    """Section boundaries (R, num_render + 1) along each ray, concentrated where the surface is.
+
+    ``network_sdf`` evaluates the real SDF without gradients. The final weights use the current
+    sharpness ``inv_s`` (capped by what the up-sampled spacing can resolve), so render samples cover
+    every place the rendering itself will give weight to.
+    """
+    num_rays = origins.shape[0]
+    steps = torch.linspace(0.0, 1.0, num_coarse, device=origins.device)
+    if not deterministic:
+        steps = steps + (torch.rand(num_rays, num_coarse, device=origins.device) - 0.5) / (num_coarse - 1)
+        steps = steps.clamp(0.0, 1.0).sort(dim=-1).values
+    t = near[:, None] + (far - near)[:, None] * steps
+    sdf = cache.query(origins[:, None, :] + directions[:, None, :] * t[..., None])
+
+    for round_index in range(upsample_rounds):
+        round_inv_s = 64.0 * 2.0**round_index
+        weights = upsample_weights(t, sdf, round_inv_s)
+        new_t = sample_pdf(t, weights, num_upsample, deterministic=True).detach()
+        new_points = origins[:, None, :] + directions[:, None, :] * new_t[..., None]
+        new_sdf = network_sdf(new_points.reshape(-1, 3)).reshape(num_rays, num_upsample)
+        t, order = torch.sort(torch.cat([t, new_t], dim=-1), dim=-1)
+        sdf = torch.gather(torch.cat([sdf, new_sdf], dim=-1), -1, order)
+
+    resolvable = 64.0 * 2.0**upsample_rounds
+    weights = upsample_weights(t, sdf, min(max(inv_s, 1.0), resolvable))
+    boundaries = sample_pdf(t, weights, num_render + 1, deterministic=deterministic)
+    boundaries = torch.maximum(boundaries, near[:, None])
+    boundaries = torch.minimum(boundaries, far[:, None])
+    return boundaries.sort(dim=-1).values.detach()
+
+
+def cos_anneal_ratio(step: int, anneal_steps: int) -> float:
+    """NeuS's cos-anneal ramp from 0 to 1 over ``anneal_steps`` (1 immediately when 0)."""
+    if anneal_steps <= 0:
+        return 1.0
+    return min(1.0, step / anneal_steps)

@@ -1,0 +1,367 @@
+"""rnb-sdf: an SDF surface from multi-view normal and reflectance maps (RNb-NeuS / RNb-NeuS2).
+
+Each input pixel (normal n, albedo rho) is turned into three "images" under virtual directional
+lights, rho * (n . l_j). The model renders the same quantity with NeuS weights:
+sum_s w_s rho(x_s) (grad f(x_s) . l_j). The prediction is linear in the lights, so the model
+composites one matrix per ray, sum_s w_s rho(x_s) grad f(x_s)^T (channels x 3), and the loss
+applies whichever lights the schedule asks for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Literal, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor, nn
+
+from recon_plugin.components.image_metrics import ImageMetrics, angular_error_degrees
+from recon_plugin.components.neus import (
+    LearnedVariance,
+    SDFGridCache,
+    alpha_to_weights,
+    cos_anneal_ratio,
+    intersect_unit_sphere,
+    neus_alpha,
+    surface_sample_distances,
+)
+from recon_plugin.components.sdf_field import AlbedoHead, ReconSDFFieldConfig
+from recon_plugin.components.shading import (
+    OPTIMAL_SLANT_DEG,
+    fixed_triplet_world,
+    identity_lights,
+    optimal_triplet,
+    rgb_plus,
+)
+
+
+@dataclass
+class RnbSDFModelConfig(ModelConfig):
+    """rnb-sdf model options. Fractions refer to the run length (``--max-num-iterations``)."""
+
+    _target: Type = field(default_factory=lambda: RnbSDFModel)
+    enable_collider: bool = False
+    """Rays are clipped to the unit sphere by the sampler itself."""
+    eval_num_rays_per_chunk: int = 2048
+    sdf_field: ReconSDFFieldConfig = field(default_factory=ReconSDFFieldConfig)
+
+    # Sampling
+    num_coarse_samples: int = 64
+    num_upsample_samples: int = 16
+    upsample_rounds: int = 2
+    num_render_samples: int = 24
+    """Samples per ray evaluated with gradients (the costly ones)."""
+    cache_resolution: int = 64
+    """Resolution of the cached SDF volume that places the coarse samples."""
+    cache_refresh_every: int = 20
+    init_variance: float = 0.3
+    cos_anneal_fraction: float = 0.0
+    """Fraction of the run over which NeuS's cos-anneal ramps to 1 (0: exact from the start, as RNb-NeuS with masks)."""
+    coarse_to_fine_start_levels: int = 2
+    coarse_to_fine_fraction: float = 0.3
+    """Hash-grid levels are switched on one by one until this fraction of the run."""
+
+    # RnB shading
+    light_mode: Literal["fixed", "optimal", "fixed-then-optimal", "supernormal"] = "fixed-then-optimal"
+    light_switch_fraction: float = 2.0 / 3.0
+    """fixed-then-optimal: fraction of the run trained with the fixed camera triplet."""
+    fixed_slant_deg: float = OPTIMAL_SLANT_DEG
+    """Slant of the fixed triplet (RNb-NeuS v1 used 30 degrees, v2 54.74)."""
+    lights_per_ray: Literal[1, 3] = 3
+    """3: every light for every ray (v1); 1: one random light per ray (v2)."""
+    rgb_plus: bool = True
+    """Append RNb-NeuS2's fourth channel so dark reflectance still constrains the geometry."""
+    loss_type: Literal["l1", "l2"] = "l1"
+    use_albedo: bool = True
+    """False (or data without albedo/): reflectance fixed to 1, the loss becomes pure normal consistency."""
+    per_view_gain: bool = True
+    """Learn a per-view, per-channel reflectance gain (geometric mean 1) absorbing inconsistent albedo scales."""
+
+    # Losses
+    rnb_loss_mult: float = 1.0
+    eikonal_loss_mult: float = 0.1
+    mask_loss_mult: float = 0.1
+    curvature_loss_mult: float = 0.0
+    num_eikonal_points: int = 512
+    """Extra uniform points in the unit sphere for the eikonal (and curvature) term."""
+
+
+class RnbSDFModel(Model):
+    """NeuS SDF trained with RnB shading of normal + reflectance maps."""
+
+    config: RnbSDFModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        metadata = self.kwargs.get("metadata") or {}
+        self.field = self.config.sdf_field.setup()
+        self.has_albedo = self.config.use_albedo and metadata.get("rnb_albedo_filenames") is not None
+        self.albedo_head: AlbedoHead | None = (
+            AlbedoHead(self.config.sdf_field.geo_feature_dim) if self.has_albedo else None
+        )
+        self.variance = LearnedVariance(self.config.init_variance)
+        self.sdf_cache = SDFGridCache(self.config.cache_resolution, bound=1.0)
+        rotations = metadata.get("rnb_camera_rotations")
+        if rotations is None:
+            rotations = torch.eye(3).expand(max(self.num_train_data, 1), 3, 3)
+        self.register_buffer("camera_rotations", torch.as_tensor(rotations).float().clone(), persistent=False)
+        self.view_log_gain: nn.Parameter | None = None
+        if self.has_albedo and self.config.per_view_gain:
+            self.view_log_gain = nn.Parameter(torch.zeros(self.num_train_data, 3))
+        self.renderer_rgb = RGBRenderer(background_color="black")  # read by nerfstudio's get_rgba_image
+        self.image_metrics = ImageMetrics()
+        self.step = 0
+        self.total_steps = 30000
+
+    # ------------------------------------------------------------------ training schedule
+    def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        grid_params = list(self.field.grid.parameters()) if self.field.grid is not None else []
+        grid_ids = {id(p) for p in grid_params}
+        network = [p for p in self.field.parameters() if id(p) not in grid_ids]
+        if self.albedo_head is not None:
+            network += list(self.albedo_head.parameters())
+        groups = {"fields": network + list(self.variance.parameters()), "grid": grid_params}
+        if self.view_log_gain is not None:
+            groups["view_gains"] = [self.view_log_gain]
+        return groups
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        trainer = training_callback_attributes.trainer
+        if trainer is not None:
+            self.total_steps = int(trainer.config.max_num_iterations)
+        return [
+            TrainingCallback(
+                where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+                update_every_num_iters=1,
+                func=self.set_step,
+            )
+        ]
+
+    def set_step(self, step: int) -> None:
+        """Advances every step-dependent schedule: grid levels, SDF cache, light mode, cos-anneal."""
+        self.step = step
+        num_levels = self.config.sdf_field.num_levels
+        ramp_steps = max(1, int(self.config.coarse_to_fine_fraction * self.total_steps))
+        start = min(self.config.coarse_to_fine_start_levels, num_levels)
+        active = start + (num_levels - start) * min(1.0, step / ramp_steps)
+        self.field.set_active_levels(int(math.ceil(active)) if step > 0 else start)
+        if step % self.config.cache_refresh_every == 0 or not bool(self.sdf_cache.initialised):
+            self.refresh_sdf_cache()
+
+    def refresh_sdf_cache(self) -> None:
+        self.sdf_cache.refresh(lambda points: self.field.get_sdf(points))
+
+    def current_light_mode(self) -> str:
+        if self.config.light_mode != "fixed-then-optimal":
+            return self.config.light_mode
+        return "fixed" if self.step < self.config.light_switch_fraction * self.total_steps else "optimal"
+
+    def view_gains(self, camera_indices: Tensor) -> Tensor | None:
+        if self.view_log_gain is None:
+            return None
+        log_gain = self.view_log_gain - self.view_log_gain.mean(dim=0, keepdim=True)
+        return torch.exp(log_gain)[camera_indices.clamp(0, log_gain.shape[0] - 1)]
+
+    # ------------------------------------------------------------------ rendering
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:  # type: ignore[override]
+        origins = ray_bundle.origins.reshape(-1, 3)
+        directions = ray_bundle.directions.reshape(-1, 3)
+        num_rays = origins.shape[0]
+        near, far, hit = intersect_unit_sphere(origins, directions)
+        if not bool(self.sdf_cache.initialised):
+            self.refresh_sdf_cache()
+        inv_s = self.variance.inv_s()
+
+        with torch.no_grad():
+            boundaries = surface_sample_distances(
+                origins,
+                directions,
+                near,
+                far,
+                self.sdf_cache,
+                lambda points: self.field.get_sdf(points),
+                inv_s=float(inv_s.detach()),
+                num_coarse=self.config.num_coarse_samples,
+                num_upsample=self.config.num_upsample_samples,
+                upsample_rounds=self.config.upsample_rounds,
+                num_render=self.config.num_render_samples,
+                deterministic=not self.training,
+            )
+        t_mid = (boundaries[:, 1:] + boundaries[:, :-1]) * 0.5
+        deltas = boundaries[:, 1:] - boundaries[:, :-1]
+        num_samples = t_mid.shape[1]
+        points = origins[:, None, :] + directions[:, None, :] * t_mid[..., None]
+
+        sdf, features, gradient = self.field.get_sdf_and_gradient(points.reshape(-1, 3), create_graph=self.training)
+        sdf = sdf.reshape(num_rays, num_samples)
+        gradient = gradient.reshape(num_rays, num_samples, 3)
+        cos_view = (gradient * directions[:, None, :]).sum(-1)
+        anneal = cos_anneal_ratio(self.step, int(self.config.cos_anneal_fraction * self.total_steps))
+        alpha = neus_alpha(sdf, cos_view, deltas, inv_s, anneal if self.training else 1.0)
+        alpha = alpha * hit[:, None].to(alpha.dtype)
+        weights = alpha_to_weights(alpha)  # (R, S)
+
+        normals = gradient / gradient.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+        if self.albedo_head is not None:
+            albedo = self.albedo_head(features, normals.reshape(-1, 3)).reshape(num_rays, num_samples, 3)
+        else:
+            albedo = torch.ones_like(points)
+
+        accumulation = weights.sum(-1, keepdim=True)
+        _, box_far, _ = intersect_unit_sphere(origins, directions, radius=math.sqrt(3.0))
+        # Distance along the ray; empty rays end at the far side of the sphere around the scene box, so
+        # ns-export tsdf carves the background as free space.
+        depth = (weights * t_mid).sum(-1, keepdim=True) + (1.0 - accumulation) * box_far[:, None]
+        headlight = (-(normals * directions[:, None, :]).sum(-1, keepdim=True)).clamp(min=0.0)
+        outputs: Dict[str, Tensor] = {
+            "rgb": (weights[..., None] * albedo * headlight).sum(1),
+            "accumulation": accumulation,
+            "depth": depth,
+            "normal": (weights[..., None] * normals).sum(1),
+            "albedo": (weights[..., None] * albedo).sum(1),
+        }
+        outputs["normal_vis"] = (outputs["normal"] + 1.0) * 0.5
+
+        if self.training:
+            if ray_bundle.camera_indices is not None:
+                camera_indices = ray_bundle.camera_indices.reshape(-1).long()
+            else:
+                camera_indices = torch.zeros(num_rays, dtype=torch.long, device=origins.device)
+            gains = self.view_gains(camera_indices)
+            if gains is not None:
+                albedo = albedo * gains[:, None, :]
+            if self.config.rgb_plus:
+                albedo = rgb_plus(albedo, self.config.loss_type)
+            # sum_s w_s rho_c(x_s) grad f(x_s): the RnB prediction for any light l is this matrix times l.
+            outputs["albedo_gradient"] = torch.einsum("rs,rsc,rsx->rcx", weights, albedo, gradient)
+            outputs["camera_indices"] = camera_indices
+            outputs["eikonal_gradient"] = torch.cat([gradient.reshape(-1, 3), self._random_point_gradients()], dim=0)
+        return outputs
+
+    def _random_point_gradients(self) -> Tensor:
+        """SDF gradients at uniform points in the unit sphere (regularises the whole volume)."""
+        count = self.config.num_eikonal_points
+        if count <= 0:
+            return torch.zeros(0, 3, device=self.device)
+        directions = F.normalize(torch.randn(count, 3, device=self.device), dim=-1)
+        points = directions * torch.rand(count, 1, device=self.device) ** (1.0 / 3.0)
+        if self.config.curvature_loss_mult > 0:
+            # Pair each point with a close neighbour: the curvature term compares their gradients.
+            points = torch.cat([points, points + F.normalize(torch.randn_like(points), dim=-1) * 0.01])
+        _, _, gradient = self.field.get_sdf_and_gradient(points, create_graph=True)
+        return gradient
+
+    # ------------------------------------------------------------------ losses and metrics
+    def rnb_lights(self, target_normals: Tensor, camera_indices: Tensor) -> Tensor:
+        """World-frame lights (R, 3, 3) for the current schedule."""
+        mode = self.current_light_mode()
+        if mode == "optimal":
+            return optimal_triplet(target_normals)
+        if mode == "supernormal":
+            return identity_lights(target_normals.shape[:-1], target_normals.device)
+        rotations = self.camera_rotations[camera_indices.clamp(0, self.camera_rotations.shape[0] - 1)]
+        return fixed_triplet_world(self.config.fixed_slant_deg, rotations)
+
+    def rnb_terms(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Prediction, target (R, lights, channels) and per-ray weight of the RnB photometric loss."""
+        device = outputs["albedo_gradient"].device
+        normals = F.normalize(batch["normal"].to(device), dim=-1)
+        if self.has_albedo:
+            target_albedo = batch["albedo"].to(device)
+        else:
+            target_albedo = torch.ones_like(normals)
+        if self.config.rgb_plus:
+            target_albedo = rgb_plus(target_albedo, self.config.loss_type)
+        lights = self.rnb_lights(normals, outputs["camera_indices"])
+        cosine = (lights * normals[:, None, :]).sum(-1)
+        if self.current_light_mode() == "fixed":
+            cosine = cosine.clamp(min=0.0)  # a real light does not shade negatively
+        target = cosine[..., None] * target_albedo[:, None, :]
+        prediction = torch.einsum("rcx,rlx->rlc", outputs["albedo_gradient"], lights)
+        if "fg_mask" in batch:
+            weight = batch["fg_mask"].to(device).reshape(-1)
+        elif "valid_normal" in batch:
+            weight = batch["valid_normal"].to(device).reshape(-1)
+        else:
+            weight = torch.ones(normals.shape[0], device=device)
+        if "normal_weight" in batch:
+            weight = weight * batch["normal_weight"].to(device).reshape(-1)
+        return prediction, target, weight
+
+    def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        loss_dict: Dict[str, Tensor] = {}
+        if not self.training:
+            return loss_dict
+        prediction, target, weight = self.rnb_terms(outputs, batch)
+        error = (prediction - target).abs() if self.config.loss_type == "l1" else (prediction - target) ** 2
+        if self.config.lights_per_ray == 1:
+            choice = torch.randint(0, 3, (error.shape[0],), device=error.device)
+            error = error[torch.arange(error.shape[0], device=error.device), choice][:, None, :]
+        per_ray = error.mean(dim=(1, 2))
+        rnb_loss = (per_ray * weight).sum() / weight.sum().clamp(min=1.0)
+        if self.config.rgb_plus:
+            rnb_loss = rnb_loss * 0.5
+        loss_dict["rnb_loss"] = self.config.rnb_loss_mult * rnb_loss
+
+        eikonal = outputs["eikonal_gradient"]
+        loss_dict["eikonal_loss"] = self.config.eikonal_loss_mult * ((eikonal.norm(dim=-1) - 1.0) ** 2).mean()
+        if "fg_mask" in batch and self.config.mask_loss_mult > 0:
+            accumulation = outputs["accumulation"].clamp(1e-3, 1.0 - 1e-3)
+            loss_dict["mask_loss"] = self.config.mask_loss_mult * F.binary_cross_entropy(
+                accumulation, batch["fg_mask"].to(accumulation.device)
+            )
+        if self.config.curvature_loss_mult > 0:
+            count = self.config.num_eikonal_points
+            pairs = eikonal[-2 * count :]
+            normals = F.normalize(pairs, dim=-1)
+            loss_dict["curvature_loss"] = (
+                self.config.curvature_loss_mult * (normals[:count] - normals[count:]).norm(dim=-1).mean()
+            )
+        return loss_dict
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        metrics: Dict[str, Tensor] = {}
+        device = outputs["rgb"].device
+        image = batch["image"].to(device)
+        metrics["psnr"] = -10.0 * torch.log10(((outputs["rgb"] - image) ** 2).mean().clamp(min=1e-10))
+        metrics["inv_s"] = self.variance.inv_s().detach()
+        mask = batch.get("fg_mask", batch.get("valid_normal"))
+        normal_error = angular_error_degrees(outputs["normal"].detach(), batch["normal"].to(device))
+        if mask is not None:
+            mask = mask.to(device).reshape(-1) > 0.5
+            normal_error = normal_error[mask]
+        if normal_error.numel():
+            metrics["normal_error_deg"] = normal_error.mean()
+        if self.view_log_gain is not None:
+            metrics["view_gain_spread"] = self.view_log_gain.detach().std()
+        return metrics
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        device = outputs["rgb"].device
+        image = batch["image"].to(device)
+        rgb = outputs["rgb"]
+        metrics = self.image_metrics(rgb, image)
+        mask = batch.get("fg_mask", batch.get("valid_normal"))
+        error = angular_error_degrees(outputs["normal"], batch["normal"].to(device))
+        if mask is not None:
+            error = error[mask.to(device)[..., 0] > 0.5]
+        if error.numel():
+            metrics["normal_error_deg"] = float(error.mean())
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "normal": torch.cat([(batch["normal"].to(device) + 1.0) * 0.5, outputs["normal_vis"]], dim=1),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+        }
+        return metrics, images
