@@ -19,14 +19,24 @@ from torch import Tensor, nn
 
 
 class LearnedVariance(nn.Module):
-    """The NeuS sharpness s = exp(10 v): the logistic density of the SDF has standard deviation 1/s."""
+    """The NeuS sharpness s = exp(10 v), kept above a floor that a schedule may raise.
+
+    The logistic density of the SDF has scale 1/s. With normal maps as targets, a blurry rendering
+    fits almost as well as a sharp one (the composited normal barely changes), so a learned s grows
+    very slowly and the mask term then inflates the surface; raising the floor over the run
+    removes that bias. The floor is a buffer, so a reloaded model renders as sharply as it trained.
+    """
 
     def __init__(self, init_value: float = 0.3) -> None:
         super().__init__()
         self.variance = nn.Parameter(torch.tensor(init_value))
+        self.register_buffer("floor", torch.tensor(0.0))
 
     def inv_s(self) -> Tensor:
-        return torch.exp(self.variance * 10.0).clamp(1e-6, 1e6)
+        return torch.maximum(torch.exp(self.variance * 10.0), self.floor).clamp(1e-6, 1e6)
+
+    def set_floor(self, value: float) -> None:
+        self.floor.fill_(float(value))
 
 
 def intersect_unit_sphere(origins: Tensor, directions: Tensor, radius: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:

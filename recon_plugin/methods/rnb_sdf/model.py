@@ -62,6 +62,10 @@ class RnbSDFModelConfig(ModelConfig):
     """Resolution of the cached SDF volume that places the coarse samples."""
     cache_refresh_every: int = 20
     init_variance: float = 0.3
+    sharpness_floor_start: float = 20.0
+    sharpness_floor_end: float = 2000.0
+    sharpness_floor_fraction: float = 0.6
+    """The NeuS sharpness is kept above a floor growing geometrically from start to end over this fraction."""
     cos_anneal_fraction: float = 0.0
     """Fraction of the run over which NeuS's cos-anneal ramps to 1 (0: exact from the start, as RNb-NeuS with masks)."""
     coarse_to_fine_start_levels: int = 2
@@ -127,7 +131,9 @@ class RnbSDFModel(Model):
         network = [p for p in self.field.parameters() if id(p) not in grid_ids]
         if self.albedo_head is not None:
             network += list(self.albedo_head.parameters())
-        groups = {"fields": network + list(self.variance.parameters()), "grid": grid_params}
+        groups = {"fields": network, "variance": list(self.variance.parameters())}
+        if grid_params:
+            groups["grid"] = grid_params
         if self.view_log_gain is not None:
             groups["view_gains"] = [self.view_log_gain]
         return groups
@@ -154,6 +160,9 @@ class RnbSDFModel(Model):
         start = min(self.config.coarse_to_fine_start_levels, num_levels)
         active = start + (num_levels - start) * min(1.0, step / ramp_steps)
         self.field.set_active_levels(int(math.ceil(active)) if step > 0 else start)
+        progress = min(1.0, step / max(1, self.config.sharpness_floor_fraction * self.total_steps))
+        start_s, end_s = self.config.sharpness_floor_start, self.config.sharpness_floor_end
+        self.variance.set_floor(start_s * (end_s / start_s) ** progress)
         if step % self.config.cache_refresh_every == 0 or not bool(self.sdf_cache.initialised):
             self.refresh_sdf_cache()
 
@@ -282,9 +291,9 @@ class RnbSDFModel(Model):
         if self.config.rgb_plus:
             target_albedo = rgb_plus(target_albedo, self.config.loss_type)
         lights = self.rnb_lights(normals, outputs["camera_indices"])
+        # No clamping of n . l (as RNb-NeuS2 by default): the prediction is unclamped, and clamping only
+        # the target would pull grazing normals towards the light instead of towards the data.
         cosine = (lights * normals[:, None, :]).sum(-1)
-        if self.current_light_mode() == "fixed":
-            cosine = cosine.clamp(min=0.0)  # a real light does not shade negatively
         target = cosine[..., None] * target_albedo[:, None, :]
         prediction = torch.einsum("rcx,rlx->rlc", outputs["albedo_gradient"], lights)
         if "fg_mask" in batch:
