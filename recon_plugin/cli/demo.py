@@ -25,8 +25,8 @@ class Demo:
     shape: str = "blob"
     views: int = 20
     size: int = 128
-    iterations: int = 1500
-    """Training iterations (the default fits in about 10 minutes on 2 CPU cores)."""
+    iterations: int = 1000
+    """Training iterations (about 8 minutes on 2 CPU cores)."""
     resolution: int = 512
     """Marching-cubes resolution of the extracted mesh."""
     seed: int = 0
@@ -63,7 +63,7 @@ class Demo:
         report = {
             "scene": str(scene),
             "config": str(config_path),
-            "mesh": str(mesh_path),
+            "mesh_path": str(mesh_path),
             "iterations": self.iterations,
             "train_seconds_including_startup": round(train_seconds, 1),
             "total_seconds": round(time.time() - started, 1),
@@ -76,15 +76,18 @@ class Demo:
         print(
             "\nrnb-sdf demo results (relative to the object's bounding radius "
             f"{mesh_metrics['scale']:.3f} world units)\n"
-            f"  Chamfer distance     {100 * mesh_metrics['chamfer_rel']:.3f} %   ({mesh_metrics['chamfer']:.5f} world units)\n"
+            f"  Chamfer distance     {100 * mesh_metrics['chamfer_rel']:.3f} %"
+            f"   ({mesh_metrics['chamfer']:.5f} world units)\n"
             f"  F-score @ 1%         {mesh_metrics['fscore']['0.01']:.4f}\n"
             f"  F-score @ 0.5%       {mesh_metrics['fscore']['0.005']:.4f}\n"
-            f"  normal error (mask)  {normal_metrics['mean_deg']:.2f} deg mean, {normal_metrics['median_deg']:.2f} median\n"
+            f"  normal error (mask)  {normal_metrics['mean_deg']:.2f} deg mean,"
+            f" {normal_metrics['median_deg']:.2f} median\n"
             f"  total time           {report['total_seconds']:.0f} s\n"
             f"\noutputs in {out}:\n"
             f"  mesh (world units)   {mesh_path}\n"
             f"  metrics              {out / 'metrics.json'}\n"
-            f"  rendered normals     {out / 'rendered_normals'} (recon-eval normals {out / 'rendered_normals'} {scene})\n"
+            f"  rendered normals     {out / 'rendered_normals'}\n"
+            f"                       (check: recon-eval normals {out / 'rendered_normals'} {scene})\n"
             f"\nlook at it:  ns-viewer --load-config {config_path}\n"
             f"TSDF mesh:   ns-export tsdf --load-config {config_path} --output-dir {out / 'tsdf'}\n"
         )

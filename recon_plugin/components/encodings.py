@@ -83,7 +83,7 @@ class HashGridEncoding(nn.Module):
         self.level_resolutions_list = resolutions
         self.level_sizes_list = sizes
         self.level_offsets_list = offsets[:-1]
-        self.level_is_dense_list = [r**3 <= s for r, s in zip(resolutions, sizes)]
+        self.level_is_dense_list = [r**3 <= s for r, s in zip(resolutions, sizes, strict=True)]
         self.force_gather = False
         """Testing switch: evaluate dense levels through the generic gather path too."""
         corners = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dtype=torch.int64)
@@ -117,7 +117,7 @@ class HashGridEncoding(nn.Module):
             # One parameter per level: slicing a single flat table makes every backward allocate and
             # zero-fill the whole table for each level, which dominates the cost on a CPU.
             self.tables = nn.ParameterList()
-            for resolution, size, dense in zip(resolutions, sizes, self.level_is_dense_list):
+            for resolution, size, dense in zip(resolutions, sizes, self.level_is_dense_list, strict=True):
                 shape = (
                     (1, features_per_level, resolution, resolution, resolution) if dense else (size, features_per_level)
                 )

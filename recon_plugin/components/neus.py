@@ -3,9 +3,10 @@
 Sampling works in three passes so that the expensive evaluation (with gradients, for normals and
 the eikonal term) happens only at a few samples near the surface:
 
-1. coarse: a cached low-resolution SDF volume, refreshed every few steps, is read along the ray
-   (trilinear lookups, no network) — this is also what skips empty space;
-2. up-sampling: NeuS's hierarchical importance sampling with the real network, without gradients;
+1. empty-space skipping: a cached low-resolution SDF volume, refreshed every few steps, is read
+   along the ray (trilinear lookups, no network) to find the stretch where the surface can be;
+2. placement: the real network, without gradients, on that stretch, then NeuS's hierarchical
+   importance up-sampling;
 3. render samples: drawn from the resulting weight distribution and evaluated with gradients.
 """
 
@@ -179,20 +180,43 @@ def surface_sample_distances(
     upsample_rounds: int = 2,
     num_render: int = 24,
     deterministic: bool = False,
+    num_network_coarse: int = 32,
+    cache_margin: float = 0.08,
 ) -> Tensor:
     """Section boundaries (R, num_render + 1) along each ray, concentrated where the surface is.
 
-    ``network_sdf`` evaluates the real SDF without gradients. The final weights use the current
-    sharpness ``inv_s`` (capped by what the up-sampled spacing can resolve), so render samples cover
-    every place the rendering itself will give weight to.
+    The cached volume only skips empty space: along each ray it finds the stretch from the first
+    point within ``cache_margin`` (+ a voxel) of the surface to the first point clearly inside.
+    Every value used to place samples after that comes from ``network_sdf`` (the real SDF, without
+    gradients), so a stale cache cannot mix outdated values into the distribution. The final
+    weights use the current sharpness ``inv_s`` (capped by what the up-sampled spacing resolves).
     """
     num_rays = origins.shape[0]
-    steps = torch.linspace(0.0, 1.0, num_coarse, device=origins.device)
-    if not deterministic:
-        steps = steps + (torch.rand(num_rays, num_coarse, device=origins.device) - 0.5) / (num_coarse - 1)
-        steps = steps.clamp(0.0, 1.0).sort(dim=-1).values
+    device = origins.device
+    steps = torch.linspace(0.0, 1.0, num_coarse, device=device)
     t = near[:, None] + (far - near)[:, None] * steps
-    sdf = cache.query(origins[:, None, :] + directions[:, None, :] * t[..., None])
+    cached = cache.query(origins[:, None, :] + directions[:, None, :] * t[..., None])
+    margin = cache_margin + cache.voxel_size
+    index = torch.arange(num_coarse, device=device).expand(num_rays, num_coarse)
+    close = cached < margin
+    first_close = torch.where(close, index, num_coarse).min(dim=-1).values
+    deep = (cached < -margin) & (index > first_close[:, None])
+    first_deep = torch.where(deep, index, num_coarse - 1).min(dim=-1).values
+    lost = first_close >= num_coarse  # nowhere near a surface: sample the whole chord
+    start_index = torch.where(lost, torch.zeros_like(first_close), (first_close - 1).clamp(min=0))
+    end_index = torch.where(
+        lost, torch.full_like(first_deep, num_coarse - 1), (first_deep + 1).clamp(max=num_coarse - 1)
+    )
+    t_start = torch.gather(t, 1, start_index[:, None])[:, 0]
+    t_end = torch.maximum(torch.gather(t, 1, end_index[:, None])[:, 0], t_start + 1e-4)
+
+    fractions = torch.linspace(0.0, 1.0, num_network_coarse, device=device)
+    if not deterministic:
+        jitter = (torch.rand(num_rays, num_network_coarse, device=device) - 0.5) / (num_network_coarse - 1)
+        fractions = (fractions + jitter).clamp(0.0, 1.0).sort(dim=-1).values
+    t = t_start[:, None] + (t_end - t_start)[:, None] * fractions
+    sdf = network_sdf((origins[:, None, :] + directions[:, None, :] * t[..., None]).reshape(-1, 3))
+    sdf = sdf.reshape(num_rays, num_network_coarse)
 
     for round_index in range(upsample_rounds):
         round_inv_s = 64.0 * 2.0**round_index

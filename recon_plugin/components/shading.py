@@ -72,7 +72,10 @@ def rgb_plus(albedo: Tensor, loss_type: str) -> Tensor:
 
 
 def lambert(albedo: Tensor, normals: Tensor, lights: Tensor, clamp: bool) -> Tensor:
-    """Shading albedo * (n . l) for every light: albedo (..., C), normals (..., 3), lights (..., L, 3) -> (..., L, C)."""
+    """Shading albedo * (n . l) for every light.
+
+    Shapes: albedo (..., C), normals (..., 3), lights (..., L, 3) -> (..., L, C).
+    """
     cosine = (lights * normals[..., None, :]).sum(-1)
     if clamp:
         cosine = cosine.clamp(min=0.0)

@@ -228,7 +228,7 @@ class RnbDataParser(DataParser):
             if mask_files is not None:
                 paths.append(mask_files[index])
             images = [read_image(path) for path in paths]
-            for path, image in zip(paths, images):
+            for path, image in zip(paths, images, strict=True):
                 if size is None:
                     size = image.shape[:2]
                 if image.shape[:2] != size:

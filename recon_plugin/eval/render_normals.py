@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ def render_view_normals(pipeline: Pipeline, view: int) -> np.ndarray:
     return outputs["normal"].cpu().numpy()
 
 
-def evaluate_rendered_normals(pipeline: Pipeline, output_dir: Optional[Path] = None) -> dict:
+def evaluate_rendered_normals(pipeline: Pipeline, output_dir: Path | None = None) -> dict:
     """Mean / median angular error (degrees) between rendered and input normals on the masks.
 
     With ``output_dir``, also writes the rendered normals as camera-frame PNGs in the input encoding,

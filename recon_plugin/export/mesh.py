@@ -76,7 +76,7 @@ def sample_sdf_volume(
     starts = torch.floor(active_cells.float() * scale).long()
     stops = torch.clamp(torch.ceil((active_cells.float() + 1.0) * scale).long() + 1, max=resolution)
     fine_mask = torch.zeros((resolution,) * 3, dtype=torch.bool, device=device)
-    for (x0, y0, z0), (x1, y1, z1) in zip(starts.tolist(), stops.tolist()):
+    for (x0, y0, z0), (x1, y1, z1) in zip(starts.tolist(), stops.tolist(), strict=True):
         fine_mask[x0:x1, y0:y1, z0:z1] = True
     fine_index = fine_mask.nonzero()
     if log is not None:

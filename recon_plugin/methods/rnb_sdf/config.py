@@ -49,9 +49,8 @@ def rnb_sdf_config() -> ReconTrainerConfig:
                 "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
                 "scheduler": WarmupCosineSchedulerConfig(warmup_fraction=0.02, min_factor=0.05),
             },
-            # The NeuS sharpness must grow by ~50x within a short run: a faster rate than the networks'.
             "variance": {
-                "optimizer": FusedAdamOptimizerConfig(lr=1e-2, eps=1e-15),
+                "optimizer": FusedAdamOptimizerConfig(lr=1e-3, eps=1e-15),
                 "scheduler": WarmupCosineSchedulerConfig(warmup_fraction=0.02, min_factor=0.05),
             },
             "view_gains": {
