@@ -311,3 +311,16 @@ def make_analytic_model(**config_kwargs):
     scene_box = SceneBox(aabb=torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
     model = config_cls(**config_kwargs).setup(scene_box=scene_box, num_train_data=1)
     return model.eval()
+
+
+def wait_for(queue, predicate, timeout: float = 20.0):
+    """Polls get_frame until predicate(frame) holds; returns the frames seen."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = queue.get_frame(timeout=0.2)
+        if frame is not None:
+            seen.append(frame)
+            if predicate(frame):
+                return seen
+    raise AssertionError(f"condition not met within {timeout} s; frames seen: {[f.key for f in seen]}")

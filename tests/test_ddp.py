@@ -3,7 +3,8 @@
 nerfstudio's own launcher asserts CUDA, so this test starts the two processes itself, builds the
 real pipeline in each with world_size=2 (ReconPipeline wraps the model in DDP) and runs a few
 optimiser steps. Ranks draw different rays (different seeds), yet the parameters must stay
-identical: gradients are all-reduced, nothing is unused, nothing diverges.
+identical: gradients are all-reduced, nothing is unused, nothing diverges. The optional background
+field is switched on so that every module the model can build takes part.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def _worker(rank: int, world_size: int, data: str, port: int, result_dir: str) -
     config.pipeline.datamanager.data = Path(data)
     config.pipeline.datamanager.train_num_rays_per_batch = 128
     config.pipeline.model.num_render_samples = 8
+    config.pipeline.model.use_background_field = True
+    config.pipeline.model.background_field.num_samples = 8
     config.pipeline.model.cache_resolution = 24
     config.pipeline.model.sdf_field.num_levels = 3
     config.pipeline.model.sdf_field.max_resolution = 32

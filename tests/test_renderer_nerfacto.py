@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_renderer import offline_lpips, train_camera, train_tiny_nerfacto
+from conftest_renderer import offline_lpips, train_camera, train_tiny_nerfacto, wait_for
 
 from recon_plugin.renderer import DataparserTransform, RenderQueue, ResolutionLadder, look_at
 
@@ -39,15 +39,7 @@ def nerfacto_queue(nerfacto_run: Path):
 
 
 def collect(queue, request_id: int, level: int, timeout: float = 60.0) -> list:
-    frames = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        frame = queue.get_frame(timeout=0.5)
-        if frame is not None:
-            frames.append(frame)
-            if frame.key == (request_id, level):
-                return frames
-    raise AssertionError(f"no frame ({request_id}, {level}) within {timeout} s; got {[f.key for f in frames]}")
+    return wait_for(queue, lambda frame: frame.key == (request_id, level), timeout)
 
 
 def test_from_config_loads_stock_nerfacto_and_renders_like_nerfstudio(nerfacto_queue, nerfacto_run):
@@ -126,10 +118,10 @@ def test_camera_change_cancels_a_large_nerfacto_render_within_one_chunk(nerfacto
 
 
 def test_from_config_reports_missing_inputs(nerfacto_run, tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="no such config.yml"):
+    with pytest.raises(FileNotFoundError, match="config file not found"):
         RenderQueue.from_config(tmp_path / "nope" / "config.yml")
     monkeypatch.chdir(tmp_path)  # the run was trained with a relative --data path
-    with pytest.raises(FileNotFoundError, match="training data data does not exist.*data_dir"):
+    with pytest.raises(FileNotFoundError, match="training data data does not exist.*new location"):
         RenderQueue.from_config(nerfacto_run)
-    with pytest.raises(FileNotFoundError, match="data_dir .*missing does not exist"):
+    with pytest.raises(FileNotFoundError, match="data folder .*missing does not exist"):
         RenderQueue.from_config(nerfacto_run, data_dir=tmp_path / "missing")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_renderer import direction_colour, make_analytic_model
+from conftest_renderer import direction_colour, make_analytic_model, wait_for
 
 from recon_plugin.renderer import (
     LadderLevel,
@@ -48,19 +48,6 @@ def expected_image(c2w: np.ndarray, width: int, height: int, fov_deg: float) -> 
 
 def random_c2w(rng: np.random.Generator) -> np.ndarray:
     return pose_to_c2w(rng.uniform(-2, 2, 3), rng.uniform(-math.pi, math.pi, 3))
-
-
-def wait_for(queue, predicate, timeout: float = 20.0):
-    """Polls get_frame until predicate(frame) holds; returns the frames seen."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        frame = queue.get_frame(timeout=0.2)
-        if frame is not None:
-            seen.append(frame)
-            if predicate(frame):
-                return seen
-    raise AssertionError(f"condition not met within {timeout} s; frames seen: {[f.key for f in seen]}")
 
 
 # ---------------------------------------------------------------------------------------------------- conventions

@@ -5,7 +5,9 @@ per-view albedo scaled by random factors (tests the learned per-view gain), and 
 (40 views, 256x256). Each is trained with the same trainer as ns-train; training time excludes
 the periodic evaluations. Results go to bench/rnb_sdf/results.json and results.png.
 
-    python bench/rnb_sdf/run.py [--only demo,jitter,large]
+    python bench/rnb_sdf/run.py [--only demo,jitter,large,scaling]
+
+``scaling`` times training steps at 512, 1024 and 2048 rays per step (fixed vs per-ray cost).
 """
 
 from __future__ import annotations
@@ -27,7 +29,25 @@ SCENES = {
     "demo": {"shape": "blob", "views": 20, "size": 128, "jitter": 0.0, "iterations": 1000},
     "jitter": {"shape": "blob", "views": 20, "size": 128, "jitter": 0.3, "iterations": 600},
     "large": {"shape": "blob", "views": 40, "size": 256, "jitter": 0.0, "iterations": 600},
+    # The demo scene with twice the rays per step and 70 % of the steps (same wall-clock budget).
+    "demo-2048": {"shape": "blob", "views": 20, "size": 128, "jitter": 0.0, "iterations": 700, "rays": 2048},
 }
+
+
+def setup_trainer(scene: Path, iterations: int, rays_per_step: int, output_dir: Path):
+    """The trainer ns-train would build for ``ns-train rnb-sdf --data scene`` (tensorboard logging)."""
+    from recon_plugin.methods.rnb_sdf.config import rnb_sdf_config
+
+    config = rnb_sdf_config()
+    config.pipeline.datamanager.data = scene
+    config.pipeline.datamanager.train_num_rays_per_batch = rays_per_step
+    config.max_num_iterations = iterations
+    config.vis = "tensorboard"
+    config.output_dir = output_dir
+    config.set_timestamp()
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
 
 
 def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250) -> dict:
@@ -37,21 +57,13 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     from recon_plugin.eval.mesh_metrics import evaluate_meshes, load_mesh
     from recon_plugin.eval.render_normals import evaluate_rendered_normals
     from recon_plugin.export.mesh import extract_mesh_from_model
-    from recon_plugin.methods.rnb_sdf.config import rnb_sdf_config
 
     scene = workdir / name
     write_rnb_scene(
         scene, shape=spec["shape"], views=spec["views"], size=spec["size"], albedo_scale_jitter=spec["jitter"], log=None
     )
     info = json.loads((scene / "scene.json").read_text())
-    config = rnb_sdf_config()
-    config.pipeline.datamanager.data = scene
-    config.max_num_iterations = spec["iterations"]
-    config.vis = "tensorboard"
-    config.output_dir = workdir / "runs"
-    config.set_timestamp()
-    trainer = config.setup(local_rank=0, world_size=1)
-    trainer.setup()
+    trainer = setup_trainer(scene, spec["iterations"], spec.get("rays", 1024), workdir / "runs")
     model = trainer.pipeline.model
     outputs = trainer.pipeline.datamanager.train_dataparser_outputs
     transform, scale = outputs.dataparser_transform.numpy(), float(outputs.dataparser_scale)
@@ -86,6 +98,8 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
                 flush=True,
             )
     model.eval()
+    tsdf = tsdf_metrics(trainer.pipeline, workdir / f"{name}-tsdf", transform, scale, gt, info["bounding_radius"])
+    print(f"  [{name}] ns-export tsdf defaults: Chamfer {100 * tsdf['chamfer_rel']:.3f}%", flush=True)
     normals = evaluate_rendered_normals(trainer.pipeline)
     normals.pop("per_view", None)
     samples_per_ray = model.config.num_render_samples
@@ -103,6 +117,8 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
             "fscore_0.5pct": metrics["fscore"]["0.005"],
             "fscore_1pct": metrics["fscore"]["0.01"],
             "fscore_2pct": metrics["fscore"]["0.02"],
+            "tsdf_chamfer_rel": tsdf["chamfer_rel"],
+            "tsdf_fscore_1pct": tsdf["fscore"]["0.01"],
             "normal_error_mean_deg": normals["mean_deg"],
             "normal_error_median_deg": normals["median_deg"],
         },
@@ -115,13 +131,64 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     return result
 
 
+def tsdf_metrics(pipeline, output_dir: Path, transform, scale: float, gt, bounding_radius: float) -> dict:
+    """The mesh of nerfstudio's ``ns-export tsdf`` (its defaults: 128^3 in [-1, 1]^3, images at half size),
+    produced by the same function on the in-memory pipeline, scored in world units."""
+    import trimesh
+    from nerfstudio.exporter.tsdf_utils import export_tsdf_mesh
+
+    from recon_plugin.data.transforms import normalized_to_world
+    from recon_plugin.eval.mesh_metrics import evaluate_meshes
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    export_tsdf_mesh(pipeline, output_dir, downscale_factor=2, resolution=[128, 128, 128])
+    mesh = trimesh.load(output_dir / "tsdf_mesh.ply", process=False)
+    mesh.vertices = normalized_to_world(mesh.vertices, transform, scale)
+    return evaluate_meshes(mesh, gt, scale=bounding_radius, num_samples=200000)
+
+
+def batch_scaling(workdir: Path, batches=(512, 1024, 2048), steps: int = 15) -> dict:
+    """Seconds per training step against rays per step on the demo scene, fitted as fixed + per-ray cost.
+
+    Every schedule is held at step 600 of 1000 (all hash-grid levels on, sharp NeuS weights); the
+    network is the initial sphere, so the timings measure the cost of a step, not convergence.
+    """
+    import numpy as np
+
+    from recon_plugin.data.synthetic.rnb import write_rnb_scene
+
+    scene = workdir / "scaling"
+    spec = SCENES["demo"]
+    write_rnb_scene(scene, shape=spec["shape"], views=spec["views"], size=spec["size"], log=None)
+    rows = []
+    for rays in batches:
+        trainer = setup_trainer(scene, 1000, rays, workdir / "scaling-runs")
+        model = trainer.pipeline.model
+        model.total_steps = 1000
+        for step in range(600, 603):  # warm-up: caches, allocator
+            model.set_step(step)
+            trainer.train_iteration(step)
+        start = time.perf_counter()
+        for step in range(603, 603 + steps):
+            model.set_step(step)
+            trainer.train_iteration(step)
+        seconds = (time.perf_counter() - start) / steps
+        rows.append(
+            {"rays_per_step": rays, "seconds_per_step": round(seconds, 4), "rays_per_second": round(rays / seconds)}
+        )
+        print(f"  [scaling] {rays} rays/step: {seconds:.3f} s/step, {rays / seconds:.0f} rays/s", flush=True)
+    per_ray, fixed = np.polyfit([r["rays_per_step"] for r in rows], [r["seconds_per_step"] for r in rows], 1)
+    return {"rows": rows, "fixed_seconds_per_step": round(float(fixed), 4), "seconds_per_ray": float(per_ray)}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    scaling = results.get("batch_scaling")
+    fig, axes = plt.subplots(1, 3 if scaling else 2, figsize=(15 if scaling else 10, 3.8))
     for name, result in results["runs"].items():
         seconds = [p["train_seconds"] for p in result["curve"]]
         axes[0].plot(seconds, [100 * p["chamfer_rel"] for p in result["curve"]], "o-", label=name)
@@ -131,6 +198,14 @@ def plot(results: dict, path: Path) -> None:
     axes[1].axhline(0.95, color="grey", ls="--", lw=1)
     axes[1].set(xlabel="training time (s)", ylabel="F-score at 1%", ylim=(0, 1.02))
     axes[0].legend()
+    if scaling:
+        rays = [row["rays_per_step"] for row in scaling["rows"]]
+        axes[2].plot(rays, [row["seconds_per_step"] for row in scaling["rows"]], "o-", label="measured")
+        fit = [scaling["fixed_seconds_per_step"] + scaling["seconds_per_ray"] * r for r in rays]
+        label = f"fit: {scaling['fixed_seconds_per_step']:.2f} s + {1000 * scaling['seconds_per_ray']:.2f} ms per ray"
+        axes[2].plot(rays, fit, "--", color="grey", label=label)
+        axes[2].set(xlabel="rays per step", ylabel="seconds per step", ylim=(0, None))
+        axes[2].legend()
     fig.suptitle(f"rnb-sdf on {results['machine']['cpu_count']} CPU cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -138,27 +213,40 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(SCENES), help="comma-separated subset of " + ",".join(SCENES))
+    names = [*SCENES, "scaling"]
+    parser.add_argument("--only", default=",".join(names), help="comma-separated subset of " + ",".join(names))
     args = parser.parse_args()
     import os
 
-    results = {
-        "command": "python bench/rnb_sdf/run.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-        },
-        "runs": {},
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
+    results_path = HERE / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
+    if results.get("machine") != machine:
+        results = {"runs": {}}  # results from another machine are not mixed with these
+    results["machine"] = machine
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only.split(","):
+            if name == "scaling":
+                print("rnb-sdf bench: step cost against rays per step", flush=True)
+                results["batch_scaling"] = batch_scaling(Path(tmp)) | {
+                    "command": "python bench/rnb_sdf/run.py " + " ".join(sys.argv[1:]),
+                    "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                }
+                results_path.write_text(json.dumps(results, indent=2))
+                continue
             print(f"rnb-sdf bench: {name} {SCENES[name]}", flush=True)
-            results["runs"][name] = train_and_score(name, SCENES[name], Path(tmp))
-            (HERE / "results.json").write_text(json.dumps(results, indent=2))
+            run = train_and_score(name, SCENES[name], Path(tmp))
+            # Each scene records its own command and date: `--only` re-runs some and keeps the others.
+            run["command"] = "python bench/rnb_sdf/run.py " + " ".join(sys.argv[1:])
+            run["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            results["runs"][name] = run
+            results_path.write_text(json.dumps(results, indent=2))
     plot(results, HERE / "results.png")
     print(
         json.dumps(

@@ -238,43 +238,10 @@ class RenderQueue:
             test_mode: passed to ``eval_setup`` (``inference`` loads no images).
             **options: keyword arguments of :class:`RenderQueue`.
         """
-        import recon_plugin
-
-        recon_plugin.register_checkpoint_safe_globals()  # nerfstudio checkpoints vs torch>=2.6 weights_only
-        from nerfstudio.utils.eval_utils import eval_setup
+        from recon_plugin.export.loading import load_pipeline
 
         config_path = Path(config_yml).expanduser().resolve()
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{config_path}: no such config.yml")
-
-        def update_config(config: Any) -> Any:
-            if data_dir is not None:
-                data = Path(data_dir).expanduser().resolve()
-                if not data.exists():
-                    raise FileNotFoundError(f"data_dir {data} does not exist")
-                config.data = data
-                config.pipeline.datamanager.data = data
-                if hasattr(config.pipeline.datamanager, "dataparser"):
-                    config.pipeline.datamanager.dataparser.data = data
-            else:
-                data = getattr(config.pipeline.datamanager, "data", None) or getattr(
-                    getattr(config.pipeline.datamanager, "dataparser", None), "data", None
-                )
-                if data is not None and not Path(data).exists():
-                    raise FileNotFoundError(
-                        f"{config_path}: the training data {data} does not exist (relative to {Path.cwd()}); "
-                        "nerfstudio's dataparser needs it even for rendering: pass data_dir="
-                    )
-            if not config.get_checkpoint_dir().is_dir():
-                beside = config_path.parent / config.relative_model_dir
-                if beside.is_dir():
-                    # Path / absolute path == absolute path, so get_checkpoint_dir() now returns `beside`.
-                    config.relative_model_dir = beside
-            return config
-
-        config, pipeline, checkpoint_path, step = eval_setup(
-            config_path, test_mode=test_mode, update_config_callback=update_config
-        )
+        config, pipeline, checkpoint_path, step = load_pipeline(config_path, data=data_dir, test_mode=test_mode)
         if device is not None:
             pipeline.to(torch.device(device))
         queue = cls(pipeline, **options)

@@ -22,6 +22,7 @@ from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
 from torch import Tensor, nn
 
+from recon_plugin.components.background import BackgroundField, BackgroundFieldConfig
 from recon_plugin.components.image_metrics import ImageMetrics, angular_error_degrees
 from recon_plugin.components.neus import (
     LearnedVariance,
@@ -54,6 +55,9 @@ class RnbSDFModelConfig(ModelConfig):
 
     # Sampling
     num_coarse_samples: int = 64
+    """Samples per ray read from the cached SDF volume to find the stretch near the surface."""
+    num_network_coarse_samples: int = 32
+    """Samples per ray in that stretch evaluated by the network (no gradients) to place the render samples."""
     num_upsample_samples: int = 16
     upsample_rounds: int = 2
     num_render_samples: int = 24
@@ -71,6 +75,13 @@ class RnbSDFModelConfig(ModelConfig):
     coarse_to_fine_start_levels: int = 2
     coarse_to_fine_fraction: float = 0.3
     """Hash-grid levels are switched on one by one until this fraction of the run."""
+
+    use_background_field: bool = False
+    """Model everything outside the unit sphere with an outer NeRF++ field (off, as in RNb-NeuS: RnB
+    data is black outside the object). Useful when the normal maps cover a background too."""
+    background_field: BackgroundFieldConfig = field(
+        default_factory=lambda: BackgroundFieldConfig(view_dependent=False, predict_normal=True)
+    )
 
     # RnB shading
     light_mode: Literal["fixed", "optimal", "fixed-then-optimal", "supernormal"] = "fixed-then-optimal"
@@ -113,6 +124,9 @@ class RnbSDFModel(Model):
             AlbedoHead(self.config.sdf_field.geo_feature_dim) if self.has_albedo else None
         )
         self.variance = LearnedVariance(self.config.init_variance)
+        self.background: BackgroundField | None = (
+            self.config.background_field.setup() if self.config.use_background_field else None
+        )
         self.sdf_cache = SDFGridCache(self.config.cache_resolution, bound=1.0)
         rotations = metadata.get("rnb_camera_rotations")
         if rotations is None:
@@ -133,6 +147,8 @@ class RnbSDFModel(Model):
         network = [p for p in self.field.parameters() if id(p) not in grid_ids]
         if self.albedo_head is not None:
             network += list(self.albedo_head.parameters())
+        if self.background is not None:
+            network += list(self.background.parameters())
         groups = {"fields": network, "variance": list(self.variance.parameters())}
         if grid_params:
             groups["grid"] = grid_params
@@ -202,6 +218,7 @@ class RnbSDFModel(Model):
                 lambda points: self.field.get_sdf(points),
                 inv_s=float(inv_s.detach()),
                 num_coarse=self.config.num_coarse_samples,
+                num_network_coarse=self.config.num_network_coarse_samples,
                 num_upsample=self.config.num_upsample_samples,
                 upsample_rounds=self.config.upsample_rounds,
                 num_render=self.config.num_render_samples,
@@ -229,8 +246,8 @@ class RnbSDFModel(Model):
 
         accumulation = weights.sum(-1, keepdim=True)
         _, box_far, _ = intersect_unit_sphere(origins, directions, radius=math.sqrt(3.0))
-        # Distance along the ray; empty rays end at the far side of the sphere around the scene box, so
-        # ns-export tsdf carves the background as free space.
+        # Distance along the ray to the object; empty rays end at the far side of the sphere around the
+        # scene box, so ns-export tsdf carves everything else (the background field too) as free space.
         depth = (weights * t_mid).sum(-1, keepdim=True) + (1.0 - accumulation) * box_far[:, None]
         headlight = (-(normals * directions[:, None, :]).sum(-1, keepdim=True)).clamp(min=0.0)
         outputs: Dict[str, Tensor] = {
@@ -240,6 +257,17 @@ class RnbSDFModel(Model):
             "normal": (weights[..., None] * normals).sum(1),
             "albedo": (weights[..., None] * albedo).sum(1),
         }
+        background = None
+        if self.background is not None:
+            background = self.background.render(origins, directions, deterministic=not self.training)
+            # The background is seen through whatever the object leaves transparent.
+            background["weights"] = background["weights"] * (1.0 - accumulation)
+            bg_weights, bg_albedo, bg_normal = background["weights"], background["colour"], background["normal"]
+            bg_headlight = (-(bg_normal * directions[:, None, :]).sum(-1, keepdim=True)).clamp(min=0.0)
+            outputs["rgb"] = outputs["rgb"] + (bg_weights[..., None] * bg_albedo * bg_headlight).sum(1)
+            outputs["normal"] = outputs["normal"] + (bg_weights[..., None] * bg_normal).sum(1)
+            outputs["albedo"] = outputs["albedo"] + (bg_weights[..., None] * bg_albedo).sum(1)
+            outputs["background_accumulation"] = bg_weights.sum(-1, keepdim=True)
         outputs["normal_vis"] = (outputs["normal"] + 1.0) * 0.5
 
         if self.training:
@@ -248,15 +276,28 @@ class RnbSDFModel(Model):
             else:
                 camera_indices = torch.zeros(num_rays, dtype=torch.long, device=origins.device)
             gains = self.view_gains(camera_indices)
-            if gains is not None:
-                albedo = albedo * gains[:, None, :]
-            if self.config.rgb_plus:
-                albedo = rgb_plus(albedo, self.config.loss_type)
             # sum_s w_s rho_c(x_s) grad f(x_s): the RnB prediction for any light l is this matrix times l.
-            outputs["albedo_gradient"] = torch.einsum("rs,rsc,rsx->rcx", weights, albedo, gradient)
+            outputs["albedo_gradient"] = torch.einsum(
+                "rs,rsc,rsx->rcx", weights, self._shading_albedo(albedo, gains), gradient
+            )
+            if background is not None:
+                outputs["albedo_gradient"] = outputs["albedo_gradient"] + torch.einsum(
+                    "rs,rsc,rsx->rcx",
+                    background["weights"],
+                    self._shading_albedo(background["colour"], gains),
+                    background["normal"],
+                )
             outputs["camera_indices"] = camera_indices
             outputs["eikonal_gradient"] = torch.cat([gradient.reshape(-1, 3), self._random_point_gradients()], dim=0)
         return outputs
+
+    def _shading_albedo(self, albedo: Tensor, gains: Tensor | None) -> Tensor:
+        """Reflectance as the loss sees it: times the view's gain, with RGB+'s fourth channel."""
+        if gains is not None:
+            albedo = albedo * gains[:, None, :]
+        if self.config.rgb_plus:
+            albedo = rgb_plus(albedo, self.config.loss_type)
+        return albedo
 
     def _random_point_gradients(self) -> Tensor:
         """SDF gradients at uniform points in the unit sphere (regularises the whole volume)."""
