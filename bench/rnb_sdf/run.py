@@ -56,7 +56,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     from recon_plugin.data.synthetic.rnb import write_rnb_scene
     from recon_plugin.eval.mesh_metrics import evaluate_meshes, load_mesh
     from recon_plugin.eval.render_normals import evaluate_rendered_normals
-    from recon_plugin.export.mesh import extract_mesh_from_model
+    from recon_plugin.export.mesh import extract_world_mesh
 
     scene = workdir / name
     write_rnb_scene(
@@ -65,8 +65,6 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     info = json.loads((scene / "scene.json").read_text())
     trainer = setup_trainer(scene, spec["iterations"], spec.get("rays", 1024), workdir / "runs")
     model = trainer.pipeline.model
-    outputs = trainer.pipeline.datamanager.train_dataparser_outputs
-    transform, scale = outputs.dataparser_transform.numpy(), float(outputs.dataparser_scale)
     gt = load_mesh(scene / "gt_mesh.ply")
     rays_per_step = trainer.pipeline.datamanager.get_train_rays_per_batch()
     curve, train_seconds = [], 0.0
@@ -79,9 +77,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
         last = step == spec["iterations"] - 1
         if (step + 1) % eval_every == 0 or last:
             model.eval()
-            mesh = extract_mesh_from_model(
-                model, resolution=512 if last else 256, transform=transform, scale=scale, log=None
-            )
+            mesh = extract_world_mesh(trainer.pipeline, resolution=512 if last else 256, log=None)
             model.train()
             metrics = evaluate_meshes(mesh, gt, scale=info["bounding_radius"], num_samples=200000)
             curve.append(
@@ -98,7 +94,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
                 flush=True,
             )
     model.eval()
-    tsdf = tsdf_metrics(trainer.pipeline, workdir / f"{name}-tsdf", transform, scale, gt, info["bounding_radius"])
+    tsdf = tsdf_metrics(trainer.pipeline, workdir / f"{name}-tsdf", gt, info["bounding_radius"])
     print(f"  [{name}] ns-export tsdf defaults: Chamfer {100 * tsdf['chamfer_rel']:.3f}%", flush=True)
     normals = evaluate_rendered_normals(trainer.pipeline)
     normals.pop("per_view", None)
@@ -131,19 +127,21 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     return result
 
 
-def tsdf_metrics(pipeline, output_dir: Path, transform, scale: float, gt, bounding_radius: float) -> dict:
+def tsdf_metrics(pipeline, output_dir: Path, gt, bounding_radius: float) -> dict:
     """The mesh of nerfstudio's ``ns-export tsdf`` (its defaults: 128^3 in [-1, 1]^3, images at half size),
     produced by the same function on the in-memory pipeline, scored in world units."""
-    import trimesh
     from nerfstudio.exporter.tsdf_utils import export_tsdf_mesh
 
     from recon_plugin.data.transforms import normalized_to_world
-    from recon_plugin.eval.mesh_metrics import evaluate_meshes
+    from recon_plugin.eval.mesh_metrics import evaluate_meshes, load_mesh
 
     output_dir.mkdir(parents=True, exist_ok=True)
     export_tsdf_mesh(pipeline, output_dir, downscale_factor=2, resolution=[128, 128, 128])
-    mesh = trimesh.load(output_dir / "tsdf_mesh.ply", process=False)
-    mesh.vertices = normalized_to_world(mesh.vertices, transform, scale)
+    mesh = load_mesh(output_dir / "tsdf_mesh.ply")
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    mesh.vertices = normalized_to_world(
+        mesh.vertices, outputs.dataparser_transform.cpu().numpy(), float(outputs.dataparser_scale)
+    )
     return evaluate_meshes(mesh, gt, scale=bounding_radius, num_samples=200000)
 
 

@@ -50,17 +50,11 @@ class Demo:
         from recon_plugin.eval.mesh_metrics import evaluate_mesh_files
         from recon_plugin.eval.render_normals import evaluate_rendered_normals
         from recon_plugin.export.loading import load_pipeline
-        from recon_plugin.export.mesh import extract_mesh_from_model, write_mesh_atomic
+        from recon_plugin.export.mesh import extract_world_mesh, write_mesh_atomic
 
         print("\n[3/5] extracting the mesh (recon-extract-mesh)")
         _, pipeline, _, _ = load_pipeline(config_path, test_mode="test")
-        outputs = pipeline.datamanager.train_dataparser_outputs
-        mesh = extract_mesh_from_model(
-            pipeline.model,
-            resolution=self.resolution,
-            transform=outputs.dataparser_transform.cpu().numpy(),
-            scale=float(outputs.dataparser_scale),
-        )
+        mesh = extract_world_mesh(pipeline, resolution=self.resolution)
         mesh_path = out / "mesh.ply"
         write_mesh_atomic(mesh, mesh_path)
 

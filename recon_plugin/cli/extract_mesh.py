@@ -30,20 +30,16 @@ class ExtractMesh:
         if self.resolution < 16:
             raise ValueError(f"--resolution must be >= 16, got {self.resolution}")
         from recon_plugin.export.loading import load_pipeline
-        from recon_plugin.export.mesh import extract_mesh_from_model, write_mesh_atomic
+        from recon_plugin.export.mesh import extract_world_mesh, write_mesh_atomic
 
         _, pipeline, checkpoint, step = load_pipeline(self.load_config, data=self.data)
         model = pipeline.model
         if not hasattr(model, "field") or not hasattr(model.field, "get_sdf"):
             raise ValueError(f"{self.load_config}: method {type(model).__name__} has no SDF field to extract")
-        outputs = pipeline.datamanager.train_dataparser_outputs
-        transform = outputs.dataparser_transform.cpu().numpy()
         print(f"recon-extract-mesh: {checkpoint} (step {step}), resolution {self.resolution}")
-        mesh = extract_mesh_from_model(
-            model,
+        mesh = extract_world_mesh(
+            pipeline,
             resolution=self.resolution,
-            transform=transform,
-            scale=float(outputs.dataparser_scale),
             largest_component=self.keep_largest_component,
             vertex_colors=self.vertex_colors,
         )

@@ -19,7 +19,7 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor, nn
 
 from recon_plugin.components.encodings import FrequencyEncoding
-from recon_plugin.components.neus import alpha_to_weights
+from recon_plugin.components.neus import alpha_to_weights, intersect_unit_sphere
 
 
 @dataclass
@@ -60,11 +60,9 @@ def background_sample_distances(
     Rays that never enter the sphere start at their closest approach to the origin (or at the
     camera when it is already past it). Boundaries are uniform in 1 / t, as NeRF++ samples.
     """
-    b = (origins * directions).sum(-1)
-    c = (origins * origins).sum(-1) - 1.0
-    root = torch.sqrt((b * b - c).clamp(min=0.0))
-    leave = torch.where(b * b - c > 0, -b + root, -b).clamp(min=1e-3)
-    start_disparity = 1.0 / leave
+    # For a miss intersect_unit_sphere's exit distance is the closest approach (or 0 behind the camera).
+    _, leave, _ = intersect_unit_sphere(origins, directions)
+    start_disparity = 1.0 / leave.clamp(min=1e-3)
     end_disparity = torch.full_like(start_disparity, 1.0 / max_distance)
     steps = torch.linspace(0.0, 1.0, num_samples + 1, device=origins.device)
     steps = steps.expand(origins.shape[0], -1)

@@ -159,3 +159,16 @@ def extract_mesh_from_model(
     if log is not None:
         log(f"  mesh: {len(mesh.vertices):,} vertices, {len(mesh.faces):,} faces ({time.time() - start:.1f} s)")
     return mesh
+
+
+def extract_world_mesh(pipeline, resolution: int = 512, **options) -> trimesh.Trimesh:
+    """:func:`extract_mesh_from_model` of a trained pipeline, in the world units of its input data
+    (the run's dataparser transform undone). ``options`` go to :func:`extract_mesh_from_model`."""
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    return extract_mesh_from_model(
+        pipeline.model,
+        resolution=resolution,
+        transform=outputs.dataparser_transform.cpu().numpy(),
+        scale=float(outputs.dataparser_scale),
+        **options,
+    )

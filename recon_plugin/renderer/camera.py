@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon_plugin.data.transforms import normalized_to_world, world_to_normalized
+
 __all__ = [
     "DataparserTransform",
     "c2w_to_pose",
@@ -151,7 +153,8 @@ class DataparserTransform:
 
     nerfstudio dataparsers orient, centre and scale the input poses: ``c2w_ns = [[A, s * (A p + t)]]`` for an input
     ``c2w = [[R, p]]`` where ``[A | t]`` is ``dataparser_transform`` (3x4, ``dataparser_transforms.json``) and ``s``
-    ``dataparser_scale``; the rotation becomes ``A R``.
+    ``dataparser_scale``; the rotation becomes ``A R``. (``recon_plugin.data.transforms``, which does the point
+    maps, calls the dataset's frame "world" and nerfstudio's "normalised".)
     """
 
     transform: np.ndarray
@@ -170,24 +173,20 @@ class DataparserTransform:
     def to_world(self, c2w_data: np.ndarray) -> np.ndarray:
         """Dataset-frame camera-to-world -> nerfstudio world frame."""
         out = np.eye(4)
-        rotation, translation = self.transform[:, :3], self.transform[:, 3]
-        out[:3, :3] = rotation @ c2w_data[:3, :3]
-        out[:3, 3] = self.scale * (rotation @ c2w_data[:3, 3] + translation)
+        out[:3, :3] = self.transform[:, :3] @ c2w_data[:3, :3]
+        out[:3, 3] = world_to_normalized(np.asarray(c2w_data)[None, :3, 3], self.transform, self.scale)[0]
         return out
 
     def to_data(self, c2w_world: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_world`."""
         out = np.eye(4)
-        rotation, translation = self.transform[:, :3], self.transform[:, 3]
-        inverse = np.linalg.inv(rotation)
-        out[:3, :3] = inverse @ c2w_world[:3, :3]
-        out[:3, 3] = inverse @ (c2w_world[:3, 3] / self.scale - translation)
+        out[:3, :3] = np.linalg.inv(self.transform[:, :3]) @ c2w_world[:3, :3]
+        out[:3, 3] = self.point_to_data(c2w_world[:3, 3])
         return out
 
     def point_to_data(self, point: np.ndarray) -> np.ndarray:
         """A world-frame point in dataset coordinates."""
-        rotation, translation = self.transform[:, :3], self.transform[:, 3]
-        return np.linalg.inv(rotation) @ (np.asarray(point, dtype=np.float64) / self.scale - translation)
+        return normalized_to_world(np.asarray(point)[None], self.transform, self.scale)[0]
 
     def direction_to_data(self, direction: np.ndarray) -> np.ndarray:
         """A world-frame direction in dataset coordinates (unit length)."""
