@@ -1,5 +1,7 @@
 """``recon-synth``: synthetic scenes with exact ground truth.
 
+    recon-synth pbr OUT [--materials 16] [--samples-per-material 4] [--size 256] [--seed 0]
+                        [--dirty-fraction 0.5] [--workers N] [--overwrite]
     recon-synth rnb OUT [--shape blob] [--views 20] [--size 128] [--seed 0]
                         [--albedo-scale-jitter 0] [--mask-bit-depth 8] [--overwrite]
 
@@ -59,8 +61,48 @@ class RnbCommand:
         )
 
 
+@dataclass
+class PbrCommand:
+    """Render procedural planar materials in three views each, in NeuroPBR's layout (input/, output/)."""
+
+    out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
+    """Output folder (created; must be missing or empty unless --overwrite)."""
+    materials: int = 16
+    """Number of materials (families are cycled through)."""
+    samples_per_material: int = 4
+    """Three-view samples per material (each with its own cameras, environment and exposure)."""
+    size: int = 256
+    """Width and height of the maps and the views, in pixels."""
+    seed: int = 0
+    """Seed of every random choice."""
+    dirty_fraction: float = 0.5
+    """Fraction of samples also written with shadows, smudges and scratches under input/dirty."""
+    environments: int = 8
+    """Number of procedural HDR environments (outdoor and studio alternate)."""
+    workers: int | None = None
+    """Worker processes (default: min(4, CPU count))."""
+    overwrite: bool = False
+    """Replace a non-empty OUT folder."""
+
+    def main(self) -> None:
+        """Writes the dataset."""
+        from recon_plugin.data.synthetic.pbr import write_pbr_dataset
+
+        write_pbr_dataset(
+            self.out,
+            materials=self.materials,
+            samples_per_material=self.samples_per_material,
+            size=self.size,
+            seed=self.seed,
+            dirty_fraction=self.dirty_fraction,
+            environments=self.environments,
+            workers=self.workers,
+            overwrite=self.overwrite,
+        )
+
+
 #: Subcommand name -> command dataclass (``nero`` and ``pbr`` slot in here).
-SUBCOMMANDS: dict[str, type] = {"rnb": RnbCommand}
+SUBCOMMANDS: dict[str, type] = {"rnb": RnbCommand, "pbr": PbrCommand}
 
 
 def entrypoint(args: list[str] | None = None) -> None:

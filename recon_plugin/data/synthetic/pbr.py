@@ -1,0 +1,417 @@
+"""``recon-synth pbr``: three-view renders of procedural planar materials, in NeuroPBR's folder layout.
+
+Output folder::
+
+    input/clean/sample_0000/{0,1,2}.png     three views of one material, 8-bit sRGB-encoded
+    input/dirty/sample_0000/{0,1,2}.png     the same views with shadows, smudges and scratches (some samples)
+    input/render_metadata.json              per sample: material, environment, exposure, each view's camera
+    output/<material>/albedo.png            8-bit sRGB-encoded base colour (glTF convention)
+    output/<material>/roughness.png         8-bit grey, perceptual roughness (GGX alpha = roughness^2)
+    output/<material>/metallic.png          8-bit grey
+    output/<material>/normal.png            16-bit RGB, tangent space, OpenGL convention, encoded (n + 1) / 2
+
+Geometry: the material covers the plane z = 0, [-0.5, 0.5]^2, u along +x, v along +y (image row 0 at v = 1).
+Each view's camera looks at the origin from a random direction within 40 degrees of the zenith, at a random
+distance. The views are stored *registered to the map's UV space*: pixel (i, j) of every view is the radiance
+leaving texel (i, j) towards that view's camera (perspective view directions, so highlights move between
+views), which is the image a calibrated camera gives after rectification by the plane's homography. The
+cameras are recorded so a user can re-project them.
+
+Shading: split-sum image-based lighting from ``components/shading.py`` and ``components/environment.py``
+under a procedural HDR environment; the diffuse term is scaled by one minus the specular lobe's directional
+albedo, so a white Lambertian-like dielectric under uniform light reflects exactly the incident radiance.
+Linear radiance is clamped to [0, 1] and sRGB-encoded (no tone curve). Dirt lives on the surface (UV space),
+so a sample's three views share it.
+
+The folder is assembled beside the target and renamed into place at the end; nothing half-written is left
+under the requested name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from recon_plugin.components.environment import (
+    prefilter_equirect_diffuse,
+    prefilter_equirect_ggx,
+    procedural_environment,
+    sample_equirect,
+    sample_prefiltered,
+)
+from recon_plugin.components.shading import (
+    base_reflectance,
+    linear_to_srgb,
+    reflect,
+    shade_split_sum,
+    split_sum_lookup,
+    srgb_to_linear,
+)
+from recon_plugin.data.image_io import encode_normals, write_png
+from recon_plugin.data.synthetic.pbr_materials import FAMILIES, MaterialMaps, make_material
+from recon_plugin.data.synthetic.rnb import _commit_output, prepare_output
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "MAP_NAMES",
+    "PrefilteredEnvironment",
+    "make_environment",
+    "quantise_material",
+    "render_views",
+    "uv_plane_points",
+    "write_pbr_dataset",
+]
+
+GENERATOR_VERSION = 1
+MAP_NAMES = ("albedo", "roughness", "metallic", "normal")
+ROUGHNESS_LEVELS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.0)
+"""Prefiltered levels of the environment; roughness in between is interpolated linearly."""
+MAX_ZENITH_DEG = 40.0
+CAMERA_DISTANCE = (1.5, 2.5)
+VERTICAL_FOV_DEG = 55.0
+
+
+@dataclass
+class PrefilteredEnvironment:
+    """An environment ready for split-sum shading."""
+
+    diffuse: torch.Tensor
+    """Cosine-weighted mean radiance (h, 2h, 3) (irradiance / pi)."""
+    specular: torch.Tensor
+    """GGX-prefiltered radiance (len(ROUGHNESS_LEVELS), h, 2h, 3)."""
+    description: dict
+
+
+def make_environment(index: int, seed: int) -> PrefilteredEnvironment:
+    """Environment ``index`` of a dataset: outdoor and studio kinds alternate, exposure is set per sample."""
+    kind = "outdoor" if index % 2 == 0 else "studio"
+    env_seed = int(np.random.default_rng([seed, 7919, index]).integers(2**31))
+    env = procedural_environment(kind, 64, 128, seed=env_seed)
+    return PrefilteredEnvironment(
+        diffuse=prefilter_equirect_diffuse(env, height=16),
+        specular=prefilter_equirect_ggx(env, list(ROUGHNESS_LEVELS), height=32),
+        description={"index": index, "kind": kind, "seed": env_seed},
+    )
+
+
+def uniform_environment(radiance: Sequence[float], height: int = 8) -> PrefilteredEnvironment:
+    """A constant environment (every prefiltered level equals the radiance), for checks and tests."""
+    value = torch.tensor(radiance, dtype=torch.float32)
+    return PrefilteredEnvironment(
+        diffuse=value.expand(height, 2 * height, 3).clone(),
+        specular=value.expand(len(ROUGHNESS_LEVELS), height, 2 * height, 3).clone(),
+        description={"kind": "uniform", "radiance": list(map(float, radiance))},
+    )
+
+
+def quantise_material(material: MaterialMaps) -> MaterialMaps:
+    """The maps exactly as they read back from their PNG files (8-bit maps, 16-bit normals renormalised)."""
+    normal = np.round(encode_normals(material.normal) * 65535.0) / 65535.0 * 2.0 - 1.0
+    return MaterialMaps(
+        family=material.family,
+        albedo=np.round(material.albedo * 255.0) / 255.0,
+        roughness=np.round(material.roughness * 255.0) / 255.0,
+        metallic=np.round(material.metallic * 255.0) / 255.0,
+        normal=normal / np.linalg.norm(normal, axis=-1, keepdims=True),
+    )
+
+
+def uv_plane_points(size: int) -> torch.Tensor:
+    """World positions (size, size, 3) of the texel centres on the plane z = 0, image row 0 at v = 1 (y = +0.5)."""
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size - 0.5
+    x = coords[None, :].expand(size, size)
+    y = -coords[:, None].expand(size, size)
+    return torch.stack([x, y, torch.zeros_like(x)], dim=-1)
+
+
+def random_cameras(rng: np.random.Generator, count: int = 3) -> list[dict]:
+    """Cameras looking at the origin from within MAX_ZENITH_DEG of the zenith (world z up), OpenGL-style records."""
+    cameras = []
+    for _ in range(count):
+        azimuth = rng.uniform(0.0, 2.0 * math.pi)
+        zenith = math.radians(rng.uniform(0.0, MAX_ZENITH_DEG))
+        distance = rng.uniform(*CAMERA_DISTANCE)
+        position = distance * np.array(
+            [math.sin(zenith) * math.cos(azimuth), math.sin(zenith) * math.sin(azimuth), math.cos(zenith)]
+        )
+        cameras.append(
+            {
+                "position": position.tolist(),
+                "look_at": [0.0, 0.0, 0.0],
+                "up": [0.0, 1.0, 0.0],
+                "vertical_fov_deg": VERTICAL_FOV_DEG,
+                "azimuth_deg": math.degrees(azimuth),
+                "zenith_deg": math.degrees(zenith),
+            }
+        )
+    return cameras
+
+
+def render_views(
+    material: MaterialMaps,
+    environment: PrefilteredEnvironment,
+    camera_positions: torch.Tensor,
+    exposure: float = 1.0,
+    light_scale: np.ndarray | None = None,
+) -> torch.Tensor:
+    """Linear radiance (V, S, S, 3) leaving each texel towards each camera (V, 3), views registered to UV space.
+
+    ``light_scale`` (S, S) multiplies the incident light (cast shadows); ``exposure`` scales the environment.
+    """
+    size = material.albedo.shape[0]
+    albedo = srgb_to_linear(torch.from_numpy(material.albedo).float())
+    roughness = torch.from_numpy(material.roughness).float()[..., None]
+    metallic = torch.from_numpy(material.metallic).float()[..., None]
+    normal = torch.from_numpy(material.normal).float()  # tangent frame = world frame on this plane
+    points = uv_plane_points(size)
+    view = camera_positions.float()[:, None, None, :] - points[None]
+    view = view / view.norm(dim=-1, keepdim=True)
+    n_dot_v = (view * normal).sum(-1, keepdim=True).clamp(min=1e-4, max=1.0)
+    diffuse_light = sample_equirect(environment.diffuse, normal)[None] * exposure
+    specular_light = sample_prefiltered(
+        environment.specular, list(ROUGHNESS_LEVELS), reflect(view, normal), roughness.expand(len(view), -1, -1, -1)
+    )
+    specular_light = specular_light * exposure
+    diffuse, specular = shade_split_sum(albedo, roughness, metallic, n_dot_v, diffuse_light, specular_light)
+    # Energy compensation: light reflected by the specular lobe is not also available to the diffuse layer.
+    scale, bias = split_sum_lookup(n_dot_v, roughness)
+    diffuse = diffuse * (1.0 - (base_reflectance(albedo, metallic) * scale + bias)).clamp(min=0.0)
+    radiance = diffuse + specular
+    if light_scale is not None:
+        radiance = radiance * torch.from_numpy(light_scale).float()[None, ..., None]
+    return radiance
+
+
+def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    lattice = rng.random((cells + 1, cells + 1)).astype(np.float32)
+    return cv2.resize(lattice, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def make_dirt(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Surface dirt shared by a sample's views: (light scale (S, S), overlay alpha (S, S), overlay colour (S, S, 3)).
+
+    Cast shadows (p 0.75) darken the incident light by up to 70 %; smudges (p 0.6, alpha <= 0.15) and thin
+    scratches (p 0.6) are blended over the shaded radiance.
+    """
+    light = np.ones((size, size), np.float32)
+    alpha = np.zeros((size, size), np.float32)
+    colour = np.zeros((size, size, 3), np.float32)
+    record: dict = {"shadow": False, "smudge": False, "scratches": 0}
+    if rng.random() < 0.75:
+        occluder = _noise(rng, size, 3) + 0.5 * _noise(rng, size, 7)
+        edge = np.quantile(occluder, rng.uniform(0.4, 0.8))
+        softness = rng.uniform(0.02, 0.15)
+        shadow = np.clip((occluder - edge) / softness, 0.0, 1.0)
+        strength = rng.uniform(0.3, 0.7)
+        light = 1.0 - strength * shadow
+        record["shadow"] = True
+        record["shadow_strength"] = float(strength)
+    if rng.random() < 0.6:
+        smudge = np.clip(_noise(rng, size, 5) * 1.6 - 0.6, 0.0, 1.0) * rng.uniform(0.05, 0.15)
+        tone = rng.uniform(0.3, 0.7)
+        colour[:] = np.array([tone, tone * 0.95, tone * 0.9], np.float32)
+        alpha = smudge.astype(np.float32)
+        record["smudge"] = True
+    if rng.random() < 0.6:
+        count = int(rng.integers(3, 25))
+        lines = np.zeros((size, size), np.float32)
+        for _ in range(count):
+            p0 = rng.uniform(0, size, 2)
+            angle = rng.uniform(0, math.pi)
+            p1 = p0 + rng.uniform(0.05, 0.4) * size * np.array([math.cos(angle), math.sin(angle)])
+            cv2.line(lines, tuple(int(c) for c in p0), tuple(int(c) for c in p1), float(rng.uniform(0.3, 0.6)), 1)
+        scratch = np.clip(cv2.GaussianBlur(lines, (3, 3), 0.5), 0.0, 1.0)
+        colour = colour * (1.0 - scratch[..., None]) + 0.85 * scratch[..., None]
+        alpha = np.maximum(alpha, scratch)
+        record["scratches"] = count
+    return light, alpha, colour, record
+
+
+def encode_render(radiance: torch.Tensor) -> np.ndarray:
+    """Linear radiance -> sRGB-encoded values in [0, 1] (clamped, no tone curve), as stored in the PNGs."""
+    return linear_to_srgb(radiance.clamp(0.0, 1.0)).numpy()
+
+
+# ------------------------------------------------------------------------------------------------ worker side
+_WORKER: dict = {}
+
+
+def _material_name(index: int, family: str) -> str:
+    return f"{family}_{index:04d}"
+
+
+def _material(index: int, families: Sequence[str], size: int, seed: int) -> tuple[str, MaterialMaps]:
+    family = families[index % len(families)]
+    material_seed = int(np.random.default_rng([seed, 104729, index]).integers(2**31))
+    return _material_name(index, family), quantise_material(make_material(family, size, material_seed))
+
+
+def _write_material_task(args: tuple) -> str:
+    root, index, families, size, seed = args
+    torch.set_num_threads(1)
+    name, material = _material(index, families, size, seed)
+    folder = Path(root) / "output" / name
+    write_png(folder / "albedo.png", material.albedo, bit_depth=8)
+    write_png(folder / "roughness.png", material.roughness, bit_depth=8)
+    write_png(folder / "metallic.png", material.metallic, bit_depth=8)
+    write_png(folder / "normal.png", encode_normals(material.normal), bit_depth=16)
+    return name
+
+
+def _environment_task(args: tuple) -> PrefilteredEnvironment:
+    torch.set_num_threads(1)
+    return make_environment(*args)
+
+
+def _init_render_worker(environments: list[PrefilteredEnvironment]) -> None:
+    torch.set_num_threads(1)
+    _WORKER["environments"] = environments
+    _WORKER["cache"] = {}
+
+
+def _render_sample_task(args: tuple) -> tuple[str, dict]:
+    root, sample, material_index, families, size, seed, dirty_fraction = args
+    cache = _WORKER["cache"]
+    if material_index not in cache:
+        cache.clear()  # samples arrive grouped by material
+        cache[material_index] = _material(material_index, families, size, seed)
+    name, material = cache[material_index]
+    rng = np.random.default_rng([seed, 15485863, sample])
+    environments = _WORKER["environments"]
+    env_index = int(rng.integers(len(environments)))
+    environment = environments[env_index]
+    cameras = random_cameras(rng)
+    # Exposure: the light a white diffuse surface facing up would reflect, drawn in [0.45, 0.8].
+    up_light = float(sample_equirect(environment.diffuse, torch.tensor([0.0, 0.0, 1.0])).mean())
+    exposure = rng.uniform(0.45, 0.8) / max(up_light, 1e-6)
+    positions = torch.tensor([c["position"] for c in cameras])
+    sample_name = f"sample_{sample:04d}"
+    clean = render_views(material, environment, positions, exposure=exposure)
+    for view, image in enumerate(clean):
+        write_png(Path(root) / "input" / "clean" / sample_name / f"{view}.png", encode_render(image), bit_depth=8)
+    record = {
+        "material": name,
+        "family": material.family,
+        "environment": environment.description,
+        "exposure": float(exposure),
+        "cameras": cameras,
+        "variants": ["clean"],
+    }
+    if rng.random() < dirty_fraction:
+        light, alpha, colour, dirt = make_dirt(rng, size)
+        dirty = render_views(material, environment, positions, exposure=exposure, light_scale=light)
+        overlay = torch.from_numpy(colour)[None]
+        a = torch.from_numpy(alpha)[None, ..., None]
+        dirty = dirty * (1.0 - a) + overlay * a
+        for view, image in enumerate(dirty):
+            write_png(Path(root) / "input" / "dirty" / sample_name / f"{view}.png", encode_render(image), bit_depth=8)
+        record["variants"].append("dirty")
+        record["dirt"] = dirt
+    return sample_name, record
+
+
+def write_pbr_dataset(
+    out: Path,
+    materials: int,
+    samples_per_material: int = 4,
+    size: int = 256,
+    seed: int = 0,
+    dirty_fraction: float = 0.5,
+    families: Sequence[str] = FAMILIES,
+    environments: int = 8,
+    workers: int | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Writes a dataset of ``materials`` x ``samples_per_material`` three-view samples; returns timing figures.
+
+    Raises:
+        ValueError: a parameter is out of range or a family is unknown.
+        FileExistsError: ``out`` is not empty and ``overwrite`` is off.
+    """
+    if materials < 1:
+        raise ValueError(f"--materials must be >= 1, got {materials}")
+    if samples_per_material < 1:
+        raise ValueError(f"--samples-per-material must be >= 1, got {samples_per_material}")
+    if size < 16:
+        raise ValueError(f"--size must be >= 16, got {size}")
+    if not 0.0 <= dirty_fraction <= 1.0:
+        raise ValueError(f"--dirty-fraction must be in [0, 1], got {dirty_fraction}")
+    if environments < 1:
+        raise ValueError(f"--environments must be >= 1, got {environments}")
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ValueError(f"unknown material families {unknown}; expected some of {', '.join(FAMILIES)}")
+    workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+    families = tuple(families)
+    tmp = prepare_output(Path(out), overwrite)
+    start = time.perf_counter()
+    context = multiprocessing.get_context("fork")
+    try:
+        with context.Pool(workers) as pool:
+            names = pool.map(_write_material_task, [(tmp, i, families, size, seed) for i in range(materials)])
+            envs = pool.map(_environment_task, [(i, seed) for i in range(environments)])
+        setup_seconds = time.perf_counter() - start
+        tasks = [
+            (tmp, m * samples_per_material + k, m, families, size, seed, dirty_fraction)
+            for m in range(materials)
+            for k in range(samples_per_material)
+        ]
+        render_start = time.perf_counter()
+        samples: dict[str, dict] = {}
+        with context.Pool(workers, initializer=_init_render_worker, initargs=(envs,)) as pool:
+            for done, (name, record) in enumerate(pool.imap(_render_sample_task, tasks, chunksize=4), start=1):
+                samples[name] = record
+                if log is not None and (done % 100 == 0 or done == len(tasks)):
+                    log(f"recon-synth pbr: {done}/{len(tasks)} samples")
+        render_seconds = time.perf_counter() - render_start
+        metadata = {
+            "generator": "recon-synth pbr",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "size": size,
+            "views_per_sample": 3,
+            "conventions": {
+                "renders": "8-bit sRGB-encoded linear radiance clamped to [0, 1], no tone curve",
+                "albedo": "8-bit sRGB-encoded base colour",
+                "roughness": "perceptual roughness, GGX alpha = roughness^2",
+                "normal": "16-bit tangent space, OpenGL (+y up the image), encoded (n + 1) / 2",
+                "plane": "z = 0, [-0.5, 0.5]^2, u along +x, v along +y, image row 0 at v = 1, world z up",
+                "views": "registered to UV space: pixel (i, j) is texel (i, j) seen from the view's camera",
+            },
+            "materials": {name: {"family": name.rsplit("_", 1)[0]} for name in names},
+            "samples": samples,
+        }
+        (tmp / "input").mkdir(exist_ok=True)
+        (tmp / "input" / "render_metadata.json").write_text(json.dumps(metadata, indent=1))
+        _commit_output(tmp, Path(out))
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    total = time.perf_counter() - start
+    figures = {
+        "samples": len(tasks),
+        "workers": workers,
+        "setup_seconds": setup_seconds,
+        "render_seconds": render_seconds,
+        "samples_per_second": len(tasks) / max(render_seconds, 1e-9),
+        "total_seconds": total,
+    }
+    if log is not None:
+        log(
+            f"recon-synth pbr: wrote {materials} materials, {len(tasks)} samples to {out} in {total:.1f} s "
+            f"({figures['samples_per_second']:.2f} samples/s rendering on {workers} workers)"
+        )
+    return figures

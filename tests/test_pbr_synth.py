@@ -1,0 +1,115 @@
+"""`recon-synth pbr`: exact maps, the renderer's energy balance, NeuroPBR's folder layout, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from recon_plugin.data.image_io import decode_normals, read_image
+from recon_plugin.data.synthetic.pbr import (
+    encode_render,
+    quantise_material,
+    random_cameras,
+    render_views,
+    uniform_environment,
+    write_pbr_dataset,
+)
+from recon_plugin.data.synthetic.pbr_materials import FAMILIES, MaterialMaps, make_material, normal_from_height
+
+
+def flat_material(size: int, albedo: float, roughness: float, metallic: float) -> MaterialMaps:
+    return MaterialMaps(
+        family="test",
+        albedo=np.full((size, size, 3), albedo, np.float32),
+        roughness=np.full((size, size), roughness, np.float32),
+        metallic=np.full((size, size), metallic, np.float32),
+        normal=np.broadcast_to(np.array([0.0, 0.0, 1.0], np.float32), (size, size, 3)).copy(),
+    )
+
+
+@pytest.mark.parametrize("roughness", [1.0, 0.6])
+def test_white_dielectric_under_uniform_light_reflects_the_environment_radiance(roughness):
+    radiance = (0.3, 0.5, 0.7)
+    cameras = torch.tensor([c["position"] for c in random_cameras(np.random.default_rng(0))])
+    image = render_views(flat_material(16, 1.0, roughness, 0.0), uniform_environment(radiance), cameras)
+    assert image.shape == (3, 16, 16, 3)
+    np.testing.assert_allclose(image.numpy(), np.broadcast_to(radiance, image.shape), atol=2e-3)
+    # Not a constant: a dark albedo reflects much less.
+    dark = render_views(flat_material(16, 0.2, roughness, 0.0), uniform_environment(radiance), cameras)
+    assert float(dark.mean()) < 0.5 * float(image.mean())
+
+
+def test_normal_from_height_follows_the_opengl_convention():
+    size = 32
+    rows = np.arange(size, dtype=np.float32)[:, None].repeat(size, 1)
+    # Height growing towards the top of the image (v up) tilts the normal towards -v, i.e. negative y.
+    normal = normal_from_height(-rows / size * 0.1)
+    assert np.all(normal[..., 1] < -0.05) and np.allclose(normal[..., 0], 0.0, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(normal, axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_gives_valid_maps(family):
+    maps = make_material(family, 32, seed=3)
+    assert maps.albedo.shape == (32, 32, 3) and maps.normal.shape == (32, 32, 3)
+    for values in (maps.albedo, maps.roughness, maps.metallic):
+        assert values.min() >= 0.0 and values.max() <= 1.0
+    np.testing.assert_allclose(np.linalg.norm(maps.normal, axis=-1), 1.0, atol=1e-5)
+    assert np.array_equal(make_material(family, 32, seed=3).albedo, maps.albedo)  # deterministic
+
+
+def test_dataset_layout_maps_and_metadata(tmp_path):
+    out = tmp_path / "pbr"
+    write_pbr_dataset(out, materials=3, samples_per_material=2, size=32, dirty_fraction=1.0, environments=1,
+                      workers=1, log=None)  # fmt: skip
+    metadata = json.loads((out / "input" / "render_metadata.json").read_text())
+    assert len(metadata["samples"]) == 6 and len(metadata["materials"]) == 3
+    for name, record in metadata["samples"].items():
+        assert record["material"] in metadata["materials"]
+        assert len(record["cameras"]) == 3
+        for variant in ("clean", "dirty"):
+            for view in range(3):
+                image = read_image(out / "input" / variant / name / f"{view}.png")
+                assert image.shape == (32, 32, 3)
+    material = next(iter(metadata["materials"]))
+    family = metadata["materials"][material]["family"]
+    assert family in FAMILIES
+    folder = out / "output" / material
+    normal = decode_normals(read_image(folder / "normal.png"))
+    np.testing.assert_allclose(np.linalg.norm(normal, axis=-1), 1.0, atol=1e-3)
+    assert read_image(folder / "roughness.png").ndim == 2 and read_image(folder / "albedo.png").shape == (32, 32, 3)
+    # The clean views are the renderer's output for the stored (quantised) maps.
+    record = next(r for r in metadata["samples"].values() if r["material"] == material)
+    sample = next(k for k, r in metadata["samples"].items() if r["material"] == material)
+    stored = read_image(out / "input" / "clean" / sample / "0.png")
+    assert not np.array_equal(stored, read_image(out / "input" / "dirty" / sample / "0.png"))
+    assert np.isfinite(stored).all() and 0.02 < stored.mean() < 0.98
+    assert record["exposure"] > 0
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folder left
+
+
+def test_quantised_maps_match_the_files(tmp_path):
+    maps = quantise_material(make_material("tiles", 32, seed=1))
+    assert np.allclose(maps.albedo * 255.0, np.round(maps.albedo * 255.0), atol=1e-4)
+    assert encode_render(torch.full((2, 2, 3), 2.0)).max() == pytest.approx(1.0)
+
+
+def test_bad_arguments_fail_clearly_without_writing(tmp_path):
+    with pytest.raises(ValueError, match="--materials"):
+        write_pbr_dataset(tmp_path / "a", materials=0, log=None)
+    with pytest.raises(ValueError, match="families"):
+        write_pbr_dataset(tmp_path / "a", materials=1, families=("lava",), log=None)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    result = subprocess.run(
+        [sys.executable, "-m", "recon_plugin.cli.synth", "pbr", str(tmp_path / "full"), "--materials", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "not empty" in result.stderr
+    assert not (tmp_path / "a").exists()
