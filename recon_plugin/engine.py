@@ -3,14 +3,15 @@
 - :class:`ReconTrainer` makes every learning-rate schedule follow ``--max-num-iterations``.
 - :class:`ReconPipeline` is nerfstudio's VanillaPipeline, made usable for multi-process training
   on CPUs too: nerfstudio wraps the model with ``DDP(device_ids=[rank])``, which only accepts GPU
-  modules; on CPU we wrap with ``device_ids=None`` (gloo backend).
+  modules; on CPU we wrap with ``device_ids=None`` (gloo backend). It also loads checkpoints
+  strictly: nerfstudio falls back to a partial load without a word when the keys differ.
 """
 
 from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import Literal, Type
+from typing import Any, Literal, Mapping, Type
 
 import torch
 import torch.distributed as dist
@@ -78,3 +79,39 @@ class ReconPipeline(VanillaPipeline):
                 DDP(self._model, device_ids=[local_rank] if on_gpu else None, find_unused_parameters=True),
             )
             dist.barrier()
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool | None = None) -> None:
+        """Loads a pipeline checkpoint; keys that do not match the model raise a RuntimeError naming them.
+
+        nerfstudio's ``Pipeline.load_state_dict`` retries with ``strict=False`` when the model's keys
+        differ, so a checkpoint of another configuration loads as a partly random model without a word.
+        Here ``strict`` defaults to True; only an explicit ``strict=False`` (a caller that loads part of a
+        model on purpose) keeps nerfstudio's lenient behaviour. nerfstudio itself drops no model keys:
+        it strips the ``_model.`` prefix and DDP's ``module.``, and non-persistent buffers are never saved,
+        so nothing needs an exception.
+        """
+        if strict is False:
+            super().load_state_dict(state_dict, strict=False)
+            return
+        model_state = {key[len("_model.") :]: value for key, value in state_dict.items() if key.startswith("_model.")}
+        if model_state and all(key.startswith("module.") for key in model_state):  # saved from a DDP-wrapped model
+            model_state = {key[len("module.") :]: value for key, value in model_state.items()}
+        rest = {key: value for key, value in state_dict.items() if not key.startswith("_model.")}
+        incompatible = self.model.load_state_dict(model_state, strict=False)
+        missing = [f"_model.{key}" for key in incompatible.missing_keys]
+        unexpected = [f"_model.{key}" for key in incompatible.unexpected_keys]
+        # The rest of the pipeline (the datamanager) holds no state today; check it all the same.
+        for name, child in self.named_children():
+            if name == "_model":
+                continue
+            child_state = {key[len(name) + 1 :]: value for key, value in rest.items() if key.startswith(name + ".")}
+            child_incompatible = child.load_state_dict(child_state, strict=False)
+            missing += [f"{name}.{key}" for key in child_incompatible.missing_keys]
+            unexpected += [f"{name}.{key}" for key in child_incompatible.unexpected_keys]
+        children = {name for name, _ in self.named_children()}
+        unexpected += [key for key in rest if key.split(".", 1)[0] not in children]
+        if missing or unexpected:
+            raise RuntimeError(
+                f"the checkpoint does not match the {type(self.model).__name__} built from this config "
+                f"(was it trained with another configuration?): missing keys {missing}, unexpected keys {unexpected}"
+            )

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recon_plugin.components.encodings import HashGridEncoding, tcnn_available
+from recon_plugin.components.encodings import HashGridEncoding, tcnn_importable
 from recon_plugin.components.neus import (
     SDFGridCache,
     alpha_to_weights,
@@ -130,12 +130,15 @@ def test_hash_grid_hashed_levels_and_flat_table_roundtrip():
     assert torch.allclose(grid(points), before)
 
 
-@pytest.mark.skipif(not tcnn_available(), reason="tinycudann and a CUDA device are needed for the parity check")
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and tcnn_importable()),
+    reason="tinycudann and a CUDA device are needed for the parity check",
+)
 def test_hash_grid_torch_matches_tinycudann():
     config = dict(num_levels=8, features_per_level=2, log2_hashmap_size=15, base_resolution=16, max_resolution=512)
-    fast = HashGridEncoding(**config, implementation="tcnn").cuda()
+    fast = HashGridEncoding(**config, implementation="tcnn", device="cuda").cuda()
     reference = HashGridEncoding(**config, implementation="torch").cuda()
-    reference.load_flat_table(fast._tcnn_encoding.params.detach().float())
+    reference.load_flat_table(fast.flat_table())
     points = torch.rand(10000, 3, device="cuda") * 0.9 + 0.05
     assert torch.allclose(fast(points), reference(points), atol=1e-3)
     reference.force_gather = True
@@ -181,6 +184,40 @@ def test_double_backward_of_grid_lookup_is_exact():
     points.requires_grad_(True)
     tables = list(grid.tables)
     assert gradgradcheck(lambda p, *t: grid(p), (points, *tables), eps=1e-6, atol=1e-4)
+
+
+def test_dense_levels_use_the_gather_path_where_grid_sample_has_no_double_backward(monkeypatch):
+    from recon_plugin.components import encodings
+
+    grid = HashGridEncoding(
+        num_levels=2, features_per_level=2, log2_hashmap_size=15, base_resolution=8, max_resolution=16
+    ).double()  # float32 sums differ in the last bits between the two paths
+    assert all(grid.level_is_dense_list)
+    for table in grid.tables:
+        torch.nn.init.normal_(table, std=0.1)
+    points = torch.rand(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 0.8 + 0.1
+    points.requires_grad_(True)
+
+    def eikonal_like_gradients():
+        """Spatial gradient of the features, and the table gradients of a loss on it (double backward)."""
+        for table in grid.tables:
+            table.grad = None
+        (spatial,) = torch.autograd.grad(grid(points).square().sum(), points, create_graph=True)
+        spatial.square().sum().backward()
+        return [spatial.detach()] + [table.grad.clone() for table in grid.tables]
+
+    dense_calls = []
+    dense_level = grid._dense_level
+    monkeypatch.setattr(grid, "_dense_level", lambda *args: dense_calls.append(1) or dense_level(*args))
+    reference = eikonal_like_gradients()  # through grid_sample where this torch differentiates it twice
+    monkeypatch.setattr(encodings, "grid_sample_double_backward_supported", lambda: False)
+    dense_calls.clear()
+    fallback = eikonal_like_gradients()
+    assert not dense_calls, "with autograd on, grid_sample must not be used where it cannot differentiate twice"
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-10) for a, b in zip(reference, fallback, strict=True))
+    with torch.no_grad():
+        grid(points)
+    assert len(dense_calls) == 2, "without autograd the fast path still reads dense levels"
 
 
 # ---------------------------------------------------------------- NeuS

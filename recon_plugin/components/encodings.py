@@ -2,32 +2,92 @@
 
 The hash grid follows tiny-cuda-nn's ``HashGrid`` layout and math (per-level scale, +0.5 offset,
 dense indexing for coarse levels, XOR-of-primes hashing for fine ones, one contiguous parameter
-table ordered level by level). When tinycudann is importable and the input lives on a CUDA device
-the fused kernel runs; otherwise the torch path computes the same function. The torch path is
-written with differentiable primitives only, so the eikonal term can back-propagate through the
-gradient of the encoding (double backward), which tinycudann's encoding also supports.
+table ordered level by level). The backend follows the device the module runs on: tinycudann's fused
+kernel on a CUDA device when it imports, otherwise a torch path that computes the same function with
+differentiable primitives only, so the eikonal term can back-propagate through the gradient of the
+encoding (double backward), which tinycudann's encoding also supports.
+
+Checkpoints hold the grid in one backend-neutral form, the flat table in tinycudann's layout under the
+key ``table``, so a run trained with one backend loads into the other with the same SDF.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 _PRIMES = (1, 2654435761, 805459861)
 
+TABLE_KEY = "table"
+"""State-dict key, under the encoding's prefix, of the backend-neutral (entries, features) table."""
+_TCNN_PARAMS_KEY = "_tcnn_encoding.params"
+"""Where checkpoints written by a tinycudann-backed encoding before ``TABLE_KEY`` existed keep the table."""
+_TCNN_BUILD_HINT = (
+    "tinycudann is not on PyPI; build it against your CUDA toolkit (nvcc on PATH) with "
+    "`pip install git+https://github.com/NVlabs/tiny-cuda-nn/#subdirectory=bindings/torch` (see README)"
+)
 
-def tcnn_available() -> bool:
-    """True when tinycudann imports and a CUDA device exists."""
-    if not torch.cuda.is_available():
-        return False
+
+def tcnn_importable() -> bool:
+    """True when the tinycudann extension imports (it needs a CUDA driver to load)."""
     try:
         import tinycudann  # noqa: F401
     except Exception:  # ImportError, or an OSError/RuntimeError from a broken CUDA build
         return False
     return True
+
+
+def select_backend(
+    implementation: Literal["auto", "tcnn", "torch"], device: torch.device | str | None
+) -> Literal["tcnn", "torch"]:
+    """The hash-grid backend for a module that runs on ``device`` (None: torch's default device).
+
+    tinycudann kernels only run on CUDA, so a CPU device always gets the torch path, whatever is
+    installed: ``--machine.device-type cpu`` on a GPU machine must not build a CUDA encoding.
+    """
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    if implementation == "torch":
+        return "torch"
+    if implementation == "auto":
+        return "tcnn" if device.type == "cuda" and tcnn_importable() else "torch"
+    if implementation == "tcnn":
+        if device.type != "cuda":
+            raise ValueError(
+                f"hash grid implementation='tcnn' needs a CUDA device, but the model runs on {device}; "
+                "use implementation='auto' or 'torch'"
+            )
+        if not tcnn_importable():
+            raise RuntimeError(
+                f"hash grid implementation='tcnn' requested but tinycudann does not import. {_TCNN_BUILD_HINT}; "
+                "or use implementation='auto' or 'torch'"
+            )
+        return "tcnn"
+    raise ValueError(f"hash grid implementation must be 'auto', 'tcnn' or 'torch', got {implementation!r}")
+
+
+@functools.cache
+def grid_sample_double_backward_supported() -> bool:
+    """Whether this torch differentiates ``grid_sample``'s backward (recent releases only).
+
+    The eikonal loss back-propagates through the spatial gradient of the encoding. Where grid_sample
+    cannot do that, dense levels take the gather path, which computes the same values more slowly.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        volume = torch.rand(1, 1, 2, 2, 2, requires_grad=True)
+        grid = torch.full((1, 1, 1, 1, 3), 0.25, requires_grad=True)
+        try:
+            sampled = F.grid_sample(volume, grid, mode="bilinear", padding_mode="border", align_corners=True)
+            (spatial,) = torch.autograd.grad(sampled.sum(), grid, create_graph=True)
+            spatial.sum().backward()
+        except RuntimeError:  # "derivative for aten::grid_sampler_3d_backward is not implemented"
+            return False
+    return volume.grad is not None
 
 
 class HashGridEncoding(nn.Module):
@@ -40,8 +100,10 @@ class HashGridEncoding(nn.Module):
         base_resolution: resolution of the coarsest level.
         max_resolution: resolution of the finest level (sets the per-level growth factor).
         interpolation: "linear" (trilinear) or "smoothstep" (C1-continuous weights).
-        implementation: "auto" (tinycudann when possible), "tcnn" or "torch".
+        implementation: "auto" (tinycudann when the device is CUDA and it imports), "tcnn" or "torch".
         init_scale: half-width of the uniform initialisation of the table.
+        device: the device the module will run on; it selects the backend (see :func:`select_backend`).
+            Move the module there with ``.to(device)`` as usual.
     """
 
     def __init__(
@@ -54,6 +116,7 @@ class HashGridEncoding(nn.Module):
         interpolation: Literal["linear", "smoothstep"] = "linear",
         implementation: Literal["auto", "tcnn", "torch"] = "auto",
         init_scale: float = 1e-4,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         if num_levels < 1:
@@ -83,45 +146,43 @@ class HashGridEncoding(nn.Module):
         self.level_resolutions_list = resolutions
         self.level_sizes_list = sizes
         self.level_offsets_list = offsets[:-1]
+        self.num_table_entries = offsets[-1]
         self.level_is_dense_list = [r**3 <= s for r, s in zip(resolutions, sizes, strict=True)]
         self.force_gather = False
         """Testing switch: evaluate dense levels through the generic gather path too."""
         corners = torch.tensor([[(c >> d) & 1 for d in range(3)] for c in range(8)], dtype=torch.int64)
         self.register_buffer("corner_offsets", corners, persistent=False)
 
-        if implementation == "tcnn" and not tcnn_available():
-            raise RuntimeError(
-                "implementation='tcnn' requested but tinycudann is not importable or no CUDA device exists; "
-                "install it with `pip install recon-plugin[tcnn]` (see README) or use implementation='torch'"
-            )
-        self.use_tcnn = implementation == "tcnn" or (implementation == "auto" and tcnn_available())
+        self.backend = select_backend(implementation, device)
         self._tcnn_encoding: nn.Module | None = None
-        if self.use_tcnn:
+        self.tables: nn.ParameterList | None = None
+        if self.backend == "tcnn":
             import tinycudann as tcnn
 
-            self._tcnn_encoding = tcnn.Encoding(
-                n_input_dims=3,
-                encoding_config={
-                    "otype": "HashGrid",
-                    "n_levels": num_levels,
-                    "n_features_per_level": features_per_level,
-                    "log2_hashmap_size": log2_hashmap_size,
-                    "base_resolution": base_resolution,
-                    "per_level_scale": self.per_level_scale,
-                    "interpolation": "Smoothstep" if interpolation == "smoothstep" else "Linear",
-                },
-                dtype=torch.float32,
-            )
-            self.tables = None
+            # tinycudann allocates its parameters on the current CUDA device.
+            target = torch.device(device) if device is not None else None
+            on_device = torch.cuda.device(target) if target is not None and target.type == "cuda" else None
+            with on_device or contextlib.nullcontext():
+                self._tcnn_encoding = tcnn.Encoding(
+                    n_input_dims=3,
+                    encoding_config={
+                        "otype": "HashGrid",
+                        "n_levels": num_levels,
+                        "n_features_per_level": features_per_level,
+                        "log2_hashmap_size": log2_hashmap_size,
+                        "base_resolution": base_resolution,
+                        "per_level_scale": self.per_level_scale,
+                        "interpolation": "Smoothstep" if interpolation == "smoothstep" else "Linear",
+                    },
+                    dtype=torch.float32,
+                )
         else:
             # One parameter per level: slicing a single flat table makes every backward allocate and
             # zero-fill the whole table for each level, which dominates the cost on a CPU.
-            self.tables = nn.ParameterList()
-            for resolution, size, dense in zip(resolutions, sizes, self.level_is_dense_list, strict=True):
-                shape = (
-                    (1, features_per_level, resolution, resolution, resolution) if dense else (size, features_per_level)
-                )
-                self.tables.append(nn.Parameter((torch.rand(shape) * 2.0 - 1.0) * init_scale))
+            self.tables = nn.ParameterList(
+                nn.Parameter((torch.rand(shape) * 2.0 - 1.0) * init_scale) for shape in self._level_shapes()
+            )
+        self._register_state_dict_hook(_store_neutral_table)
 
     @property
     def output_dim(self) -> int:
@@ -134,6 +195,14 @@ class HashGridEncoding(nn.Module):
         switches fine levels on gradually.
         """
         if self._tcnn_encoding is not None:
+            params_device = self._tcnn_encoding.params.device
+            if positions.device.type != "cuda" or params_device.type != "cuda":
+                raise RuntimeError(
+                    "this hash grid was built for tinycudann, which runs on CUDA only, but its parameters are on "
+                    f"{params_device} and the points on {positions.device}. Build the model for the device it "
+                    "runs on (ReconSDFField(..., device=...), or implementation='torch'); checkpoints are "
+                    "backend-neutral, so a tinycudann run loads into a torch-backend model."
+                )
             features = self._tcnn_encoding(positions.contiguous()).float()
         else:
             features = self._torch_forward(positions)
@@ -143,9 +212,15 @@ class HashGridEncoding(nn.Module):
 
     def _torch_forward(self, positions: Tensor) -> Tensor:
         scaled = positions[:, None, :] * self.level_scales[None, :, None] + 0.5  # (N, L, 3), grid units
+        # grid_sample is the fast way to read a dense level, but only differentiable twice on recent torch.
+        use_grid_sample = (
+            self.interpolation == "linear"
+            and not self.force_gather
+            and (not torch.is_grad_enabled() or grid_sample_double_backward_supported())
+        )
         features = []
         for level in range(self.num_levels):
-            if self.level_is_dense_list[level] and self.interpolation == "linear" and not self.force_gather:
+            if self.level_is_dense_list[level] and use_grid_sample:
                 features.append(self._dense_level(level, scaled[:, level]))
             else:
                 features.append(self._gather_level(level, scaled[:, level]))
@@ -156,7 +231,7 @@ class HashGridEncoding(nn.Module):
         assert self.tables is not None
         volume = self.tables[level]  # (1, F, z, y, x)
         grid = scaled * (2.0 / (self.level_resolutions_list[level] - 1)) - 1.0
-        sampled = torch.nn.functional.grid_sample(
+        sampled = F.grid_sample(
             volume, grid.view(1, -1, 1, 1, 3), mode="bilinear", padding_mode="border", align_corners=True
         )
         return sampled.view(self.features_per_level, -1).t()
@@ -175,6 +250,8 @@ class HashGridEncoding(nn.Module):
             index = index.clamp(0, resolution**3 - 1)
             table = self.tables[level].reshape(self.features_per_level, -1).t()
         else:
+            # int64 products keep the low 32 bits tinycudann's uint32 arithmetic keeps, and hashed levels have
+            # a power-of-two size, so the remainder equals tinycudann's.
             index = (corners[..., 0] * _PRIMES[0]) ^ (corners[..., 1] * _PRIMES[1]) ^ (corners[..., 2] * _PRIMES[2])
             index = torch.remainder(index, self.level_sizes_list[level])
             table = self.tables[level]
@@ -183,32 +260,140 @@ class HashGridEncoding(nn.Module):
         values = table[index]  # (N, 8, F)
         return (values * weights[..., None]).sum(dim=1)
 
-    def flat_table(self) -> Tensor:
-        """The parameters in tinycudann's layout: levels in order, entries x-fastest, padded to sizes."""
-        assert self.tables is not None
+    # ------------------------------------------------------------ backend-neutral parameter table
+
+    def _level_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the torch backend's per-level parameters: dense levels are (1, F, z, y, x) volumes."""
+        shapes: list[tuple[int, ...]] = []
+        for resolution, size, dense in zip(
+            self.level_resolutions_list, self.level_sizes_list, self.level_is_dense_list, strict=True
+        ):
+            shapes.append(
+                (1, self.features_per_level, *(resolution,) * 3) if dense else (size, self.features_per_level)
+            )
+        return shapes
+
+    def _levels_to_flat(self, levels: list[Tensor]) -> Tensor:
         chunks = []
-        for level, table in enumerate(self.tables):
+        for level, values in enumerate(levels):
             if self.level_is_dense_list[level]:
-                entries = table.detach().reshape(self.features_per_level, -1).t()
+                entries = values.reshape(self.features_per_level, -1).t()  # x fastest, as tinycudann indexes
                 padding = self.level_sizes_list[level] - entries.shape[0]
                 entries = torch.cat([entries, entries.new_zeros(padding, self.features_per_level)])
             else:
-                entries = table.detach()
+                entries = values
             chunks.append(entries)
         return torch.cat(chunks)
 
-    def load_flat_table(self, flat: Tensor) -> None:
-        """Inverse of :meth:`flat_table` (e.g. to copy tinycudann parameters into the torch path)."""
+    def _flat_to_levels(self, flat: Tensor) -> list[Tensor]:
+        levels = []
+        for level, shape in enumerate(self._level_shapes()):
+            start = self.level_offsets_list[level]
+            entries = flat[start : start + self.level_sizes_list[level]]
+            if self.level_is_dense_list[level]:
+                entries = entries[: self.level_resolutions_list[level] ** 3].t().reshape(shape)
+            levels.append(entries)
+        return levels
+
+    def _as_flat(self, values: Tensor, name: str) -> Tensor:
+        """``values`` reshaped to (entries, features), or a ValueError naming ``name`` if the size differs."""
+        expected = self.num_table_entries * self.features_per_level
+        if values.numel() != expected:
+            raise ValueError(
+                f"{name} has {values.numel()} values but this hash grid has {expected} ({self.num_levels} levels, "
+                f"{self.features_per_level} features, level sizes {self.level_sizes_list}): it was trained with "
+                "another hash-grid configuration"
+            )
+        return values.reshape(self.num_table_entries, self.features_per_level)
+
+    def flat_table(self) -> Tensor:
+        """The parameters in tinycudann's layout, (entries, features_per_level), detached.
+
+        Levels in order; each level's entries x-fastest, padded to the level's size (a multiple of 8).
+        """
+        if self._tcnn_encoding is not None:
+            return self._tcnn_encoding.params.detach().float().reshape(-1, self.features_per_level)
         assert self.tables is not None
-        flat = flat.reshape(-1, self.features_per_level)
+        return self._levels_to_flat([table.detach() for table in self.tables])
+
+    def load_flat_table(self, flat: Tensor) -> None:
+        """Inverse of :meth:`flat_table`, for either backend (e.g. tinycudann parameters into the torch path)."""
+        flat = self._as_flat(flat, "the flat table")
         with torch.no_grad():
-            for level, table in enumerate(self.tables):
-                start = self.level_offsets_list[level]
-                entries = flat[start : start + self.level_sizes_list[level]]
-                if self.level_is_dense_list[level]:
-                    resolution = self.level_resolutions_list[level]
-                    entries = entries[: resolution**3].t().reshape(table.shape)
-                table.copy_(entries.to(table))
+            if self._tcnn_encoding is not None:
+                self._tcnn_encoding.params.copy_(flat.reshape(-1))
+                return
+            assert self.tables is not None
+            for table, values in zip(self.tables, self._flat_to_levels(flat), strict=True):
+                table.copy_(values)
+
+    def _backend_state(self, flat: Tensor) -> dict[str, Tensor]:
+        """The active backend's parameters, by state-dict name, holding the values of ``flat``."""
+        if self._tcnn_encoding is not None:
+            return {_TCNN_PARAMS_KEY: flat.reshape(-1)}
+        return {f"tables.{level}": values for level, values in enumerate(self._flat_to_levels(flat))}
+
+    def _take_stored_table(self, state_dict: dict[str, Tensor], prefix: str, key: str) -> Tensor:
+        """Removes the table stored under ``key`` (neutral, old tinycudann or old torch form) and returns it flat."""
+        if key != prefix + "tables.0":
+            return self._as_flat(state_dict.pop(key), key)
+        # Checkpoints from before TABLE_KEY: one parameter per level of the torch backend.
+        levels = []
+        for level, shape in enumerate(self._level_shapes()):
+            level_key = f"{prefix}tables.{level}"
+            if level_key not in state_dict:
+                raise ValueError(f"{level_key} is missing (the checkpoint's grid has fewer levels)")
+            values = state_dict.pop(level_key)
+            if tuple(values.shape) != shape:
+                raise ValueError(f"{level_key} has shape {tuple(values.shape)}, this hash grid needs {shape}")
+            levels.append(values)
+        return self._levels_to_flat(levels)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Tensor],
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Whatever form the checkpoint holds the table in, hand the active backend's parameters their
+        # values before torch loads them. A missing or malformed table is reported once under its own key;
+        # the backend parameters then get their current values so they are not reported as well.
+        stored = [
+            key for key in (prefix + TABLE_KEY, prefix + _TCNN_PARAMS_KEY, prefix + "tables.0") if key in state_dict
+        ]
+        flat: Tensor | None = None
+        if not stored:
+            missing_keys.append(prefix + TABLE_KEY)
+        elif len(stored) > 1:
+            error_msgs.append(f"the checkpoint holds the hash grid more than once: {', '.join(stored)}")
+        else:
+            try:
+                flat = self._take_stored_table(state_dict, prefix, stored[0])
+            except ValueError as error:
+                error_msgs.append(f"size mismatch for {prefix}{TABLE_KEY}: {error}")
+        backend_state = (
+            self._backend_state(flat)
+            if flat is not None
+            else {name: parameter.detach() for name, parameter in self.named_parameters()}
+        )
+        state_dict.update({prefix + name: value for name, value in backend_state.items()})
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+def _store_neutral_table(module: HashGridEncoding, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict hook: the backend's own parameters are replaced by the backend-neutral flat table.
+
+    (With ``state_dict(keep_vars=True)`` the table is a detached copy, not a Parameter.)
+    """
+    for name, _ in module.named_parameters():
+        state_dict.pop(prefix + name, None)
+    state_dict[prefix + TABLE_KEY] = module.flat_table()
 
 
 class FrequencyEncoding(nn.Module):

@@ -32,7 +32,8 @@ class ReconSDFFieldConfig(InstantiateConfig):
     (true hashing) capture finer detail."""
     interpolation: Literal["linear", "smoothstep"] = "linear"
     implementation: Literal["auto", "tcnn", "torch"] = "auto"
-    """Hash-grid backend: tinycudann when importable ("auto"), or force one."""
+    """Hash-grid backend: "auto" takes tinycudann when the model runs on CUDA and it imports, else torch.
+    Checkpoints are backend-neutral, so a run can be loaded with either."""
     use_grid: bool = True
     """False gives a pure positional-encoding MLP (the RNb-NeuS v1 field; slow but grid-free)."""
     num_frequencies: int = 0
@@ -54,11 +55,17 @@ class ReconSDFFieldConfig(InstantiateConfig):
 
 
 class ReconSDFField(nn.Module):
-    """SDF network f(x) with features, gradients and normals."""
+    """SDF network f(x) with features, gradients and normals.
+
+    Args:
+        config: the field's configuration.
+        device: the device the field will run on (nerfstudio's ``device`` passed to the model); it selects
+            the hash-grid backend, so a CPU run never builds a tinycudann encoding. None: torch's default device.
+    """
 
     config: ReconSDFFieldConfig
 
-    def __init__(self, config: ReconSDFFieldConfig) -> None:
+    def __init__(self, config: ReconSDFFieldConfig, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.config = config
         self.grid: HashGridEncoding | None = None
@@ -71,6 +78,7 @@ class ReconSDFField(nn.Module):
                 max_resolution=config.max_resolution,
                 interpolation=config.interpolation,
                 implementation=config.implementation,
+                device=device,
             )
         self.frequency_encoding = FrequencyEncoding(3, config.num_frequencies, include_input=True)
         in_dim = self.frequency_encoding.output_dim + (self.grid.output_dim if self.grid is not None else 0)

@@ -118,7 +118,8 @@ class RnbSDFModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         metadata = self.kwargs.get("metadata") or {}
-        self.field = self.config.sdf_field.setup()
+        # nerfstudio passes the run's device: it picks the hash-grid backend (never tinycudann on a CPU run).
+        self.field = self.config.sdf_field.setup(device=self.kwargs.get("device"))
         self.has_albedo = self.config.use_albedo and metadata.get("rnb_albedo_filenames") is not None
         self.albedo_head: AlbedoHead | None = (
             AlbedoHead(self.config.sdf_field.geo_feature_dim) if self.has_albedo else None
