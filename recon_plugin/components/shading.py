@@ -251,32 +251,39 @@ def cosine_hemisphere_pdf(normal: Tensor, light: Tensor) -> Tensor:
     return _dot(normal, light).clamp(min=0.0) / math.pi
 
 
-def _sample_ggx_vndf_local(view_local: Tensor, alpha: Tensor, u: Tensor) -> Tensor:
-    """Microfacet normal drawn from the GGX distribution of normals visible from ``view_local`` (Heitz 2018),
-    everything in the local frame (z = surface normal). Exact for alpha = 0 (returns the normal)."""
-    stretched = torch.cat([alpha * view_local[..., :2], view_local[..., 2:].clamp(min=1e-6)], dim=-1)
-    stretched = stretched / stretched.norm(dim=-1, keepdim=True)
-    length2 = stretched[..., :1] ** 2 + stretched[..., 1:2] ** 2
+def _vndf_components(
+    vx: Tensor, vy: Tensor, vz: Tensor, alpha: Tensor, u1: Tensor, u2: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Microfacet normal (hx, hy, hz) drawn from the GGX distribution of normals visible from the local view
+    (vx, vy, vz) (Heitz 2018), in the local frame (z = surface normal); exact for alpha = 0 (returns the normal).
+
+    Works on separate broadcastable coordinate tensors rather than stacked vectors: the split-sum table calls it
+    on millions of samples, and per-component arithmetic avoids most of the temporaries of the stacked form.
+    """
+    # view in the stretched configuration, where the GGX lobe becomes a hemisphere
+    sx, sy, sz = alpha * vx, alpha * vy, vz.clamp(min=1e-6)
+    inv = torch.rsqrt(sx * sx + sy * sy + sz * sz)
+    sx, sy, sz = sx * inv, sy * inv, sz * inv
+    length2 = sx * sx + sy * sy
     has_tangent = length2 > 1e-14
     inv_length = torch.rsqrt(length2.clamp(min=1e-14))
-    zero = torch.zeros_like(length2)
-    one = torch.ones_like(length2)
-    tangent1 = torch.where(
-        has_tangent,
-        torch.cat([-stretched[..., 1:2] * inv_length, stretched[..., :1] * inv_length, zero], dim=-1),
-        torch.cat([one, zero, zero], dim=-1),
-    )
-    tangent2 = torch.linalg.cross(stretched, tangent1, dim=-1)
-    radius = torch.sqrt(u[..., :1])
-    phi = 2.0 * math.pi * u[..., 1:2]
+    t1x = torch.where(has_tangent, -sy * inv_length, torch.ones_like(length2))
+    t1y = torch.where(has_tangent, sx * inv_length, torch.zeros_like(length2))
+    t2x, t2y, t2z = -sz * t1y, sz * t1x, sx * t1y - sy * t1x  # stretched view x tangent1
+    # uniform point on the projected disc, squashed onto the visible half of it
+    radius = torch.sqrt(u1)
+    phi = 2.0 * math.pi * u2
     p1 = radius * torch.cos(phi)
     p2 = radius * torch.sin(phi)
-    blend = 0.5 * (1.0 + stretched[..., 2:])
+    blend = 0.5 * (1.0 + sz)
     p2 = (1.0 - blend) * torch.sqrt((1.0 - p1 * p1).clamp(min=0.0)) + blend * p2
     p3 = torch.sqrt((1.0 - p1 * p1 - p2 * p2).clamp(min=0.0))
-    normal_stretched = p1 * tangent1 + p2 * tangent2 + p3 * stretched
-    micro = torch.cat([alpha * normal_stretched[..., :2], normal_stretched[..., 2:].clamp(min=1e-7)], dim=-1)
-    return micro / micro.norm(dim=-1, keepdim=True)
+    # back to the unstretched microsurface
+    mx = alpha * (p1 * t1x + p2 * t2x + p3 * sx)
+    my = alpha * (p1 * t1y + p2 * t2y + p3 * sy)
+    mz = (p2 * t2z + p3 * sz).clamp(min=1e-7)
+    inv = torch.rsqrt(mx * mx + my * my + mz * mz)
+    return mx * inv, my * inv, mz * inv
 
 
 def sample_ggx_reflection(normal: Tensor, view: Tensor, roughness: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -290,7 +297,8 @@ def sample_ggx_reflection(normal: Tensor, view: Tensor, roughness: Tensor, u: Te
     """
     view_local = _to_local(view, normal)
     alpha = roughness * roughness
-    micro = _sample_ggx_vndf_local(view_local, alpha, u)
+    vx, vy, vz = view_local.unbind(-1)
+    micro = torch.stack(_vndf_components(vx, vy, vz, alpha[..., 0], u[..., 0], u[..., 1]), dim=-1)
     light = _to_world(reflect(view_local, micro), normal)
     return light, ggx_reflection_pdf(normal, view, light, roughness)
 
@@ -375,26 +383,27 @@ def split_sum_integrate(n_dot_v: Tensor, roughness: Tensor, samples: int = 1024)
     integral of f_spec (n.l) dl, equals F0 A + B with
     A = integral (1 - (1 - v.h)^5) G2 D / (4 n.v) dl and B = integral (1 - v.h)^5 G2 D / (4 n.v) dl.
     Directions come from GGX visible-normal sampling on a deterministic Hammersley set of ``samples`` points,
-    where the integrand reduces to F G2 / G1(v): smooth and bounded, so a few hundred points give ~1e-3.
+    where the integrand reduces to F G2 / G1(v), bounded by 1: 512 points are within 2e-4 of a 8192-point result
+    on average over the table and 2e-3 at worst (grazing views, where samples start to fall below the horizon).
     Elementwise over broadcast (n_dot_v, roughness); computed in the inputs' dtype. n.v is clamped to >= 1e-4.
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     nv, rough = torch.broadcast_tensors(n_dot_v, roughness)
-    nv = nv.clamp(min=1e-4, max=1.0)[..., None, None]
-    alpha = (rough.clamp(0.0, 1.0) ** 2)[..., None, None]
-    view_local = torch.cat([torch.sqrt(1.0 - nv * nv), torch.zeros_like(nv), nv], dim=-1)  # (..., 1, 3)
+    nv = nv.clamp(min=1e-4, max=1.0)[..., None]
+    alpha = rough.clamp(0.0, 1.0)[..., None] ** 2
     u = _hammersley(samples, nv.dtype).to(nv.device)
-    micro = _sample_ggx_vndf_local(view_local, alpha, u)  # (..., S, 3)
-    vh = (view_local * micro).sum(-1, keepdim=True)
-    nl = (2.0 * vh * micro[..., 2:] - nv).clamp(min=0.0)
+    sin_v = torch.sqrt(1.0 - nv * nv)
+    hx, _, hz = _vndf_components(sin_v, torch.zeros_like(nv), nv, alpha, u[:, 0], u[:, 1])  # (..., S)
+    vh = sin_v * hx + nv * hz
+    nl = (2.0 * vh * hz - nv).clamp(min=0.0)
     a2 = alpha * alpha
     root_v = _smith_lambda_root(nv, a2)
     # G2 / G1(v); zero below the horizon (nl = 0)
     ratio = nl * (nv + root_v) / (nl * root_v + nv * _smith_lambda_root(nl, a2)).clamp(min=_EPS)
     fresnel_weight = (1.0 - vh.clamp(0.0, 1.0)) ** 5
-    scale = ((1.0 - fresnel_weight) * ratio).mean(dim=(-2, -1))
-    bias = (fresnel_weight * ratio).mean(dim=(-2, -1))
+    bias = (fresnel_weight * ratio).mean(dim=-1)
+    scale = ratio.mean(dim=-1) - bias
     return scale, bias
 
 
