@@ -416,3 +416,80 @@ class FrequencyEncoding(nn.Module):
         if self.include_input:
             encoded.insert(0, x)
         return torch.cat(encoded, dim=-1)
+
+
+def _sh_constants(max_degree: int) -> tuple[list[float], dict[tuple[int, int], tuple[float, float]]]:
+    """Start values N_m^m and recurrence coefficients (a, b) of the orthonormal associated Legendre functions
+    N_l^m(z) = a z N_{l-1}^m - b N_{l-2}^m, with the sin^m(theta) factor taken out (it comes back through
+    (x + iy)^m), so everything is a polynomial in the direction's coordinates."""
+    diagonal = []
+    for m in range(max_degree + 1):
+        ratio = math.prod((2 * k - 1) / (2 * k) for k in range(1, m + 1))  # (2m - 1)!! / (2m)!!
+        diagonal.append(math.sqrt((2 * m + 1) / (4.0 * math.pi) * ratio))
+    coefficients = {}
+    for m in range(max_degree + 1):
+        for degree in range(m + 2, max_degree + 1):
+            a = math.sqrt((4 * degree * degree - 1) / (degree * degree - m * m))
+            b = a * math.sqrt(((degree - 1) ** 2 - m * m) / (4 * (degree - 1) ** 2 - 1))
+            coefficients[(degree, m)] = (a, b)
+    return diagonal, coefficients
+
+
+def real_spherical_harmonics(directions: Tensor, degrees: list[int] | tuple[int, ...]) -> Tensor:
+    """Orthonormal real spherical harmonics (..., sum(2 l + 1)) of ``directions`` (..., 3), for each degree l in
+    ``degrees`` in order, m = -l..l within a degree (Y_l^{-m} ~ sin(m phi), Y_l^{m} ~ cos(m phi), no Condon-Shortley
+    phase). Computed as polynomials in (x, y, z) by recurrences, so any degree works and gradients flow into the
+    directions (nerfstudio's SH stops at degree 4 and runs under no_grad). Directions are normalised first."""
+    if len(degrees) == 0 or min(degrees) < 0:
+        raise ValueError(f"degrees must be a non-empty list of non-negative integers, got {list(degrees)}")
+    directions = directions / directions.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    x, y, z = directions.unbind(-1)
+    max_degree = max(degrees)
+    diagonal, coefficients = _sh_constants(max_degree)
+    legendre: dict[tuple[int, int], Tensor] = {}
+    for m in range(max_degree + 1):
+        legendre[(m, m)] = torch.full_like(z, diagonal[m])
+        if m + 1 <= max_degree:
+            legendre[(m + 1, m)] = math.sqrt(2 * m + 3) * z * legendre[(m, m)]
+        for degree in range(m + 2, max_degree + 1):
+            a, b = coefficients[(degree, m)]
+            legendre[(degree, m)] = a * z * legendre[(degree - 1, m)] - b * legendre[(degree - 2, m)]
+    cosines, sines = [torch.ones_like(x)], [torch.zeros_like(x)]  # Re and Im of (x + iy)^m
+    for _ in range(max_degree):
+        cosines.append(cosines[-1] * x - sines[-1] * y)
+        sines.append(cosines[-2] * y + sines[-1] * x)
+    features = []
+    for degree in degrees:
+        features.extend(math.sqrt(2.0) * legendre[(degree, m)] * sines[m] for m in range(degree, 0, -1))
+        features.append(legendre[(degree, 0)])
+        features.extend(math.sqrt(2.0) * legendre[(degree, m)] * cosines[m] for m in range(1, degree + 1))
+    return torch.stack(features, dim=-1)
+
+
+class IntegratedDirectionalEncoding(nn.Module):
+    """Ref-NeRF's integrated directional encoding: the expected spherical harmonics under a von Mises-Fisher lobe.
+
+    IDE(d, rho)_{l,m} = exp(-l (l + 1) rho / 2) Y_l^m(d), the large-kappa approximation of the vMF expectation
+    E[Y_l^m(w)] for w ~ vMF(d, kappa) with concentration kappa = 1 / rho. ``rho`` is passed as is (Ref-NeRF and
+    NeRO feed the predicted roughness directly, 1 for a diffuse query): it is NOT the GGX alpha = roughness^2 of
+    ``components/shading.py``. Degrees are 1, 2, 4, ..., 2^(num_levels - 1) (NeRO: 1..16) of real orthonormal SH,
+    sum(2 l + 1) features (67 for five levels; Ref-NeRF's 72 are the same span written as real and imaginary
+    parts of the complex SH with m >= 0, including five identically zero columns).
+    """
+
+    def __init__(self, num_levels: int = 5) -> None:
+        super().__init__()
+        if num_levels < 1:
+            raise ValueError(f"IntegratedDirectionalEncoding num_levels must be >= 1, got {num_levels}")
+        self.degrees = tuple(2**level for level in range(num_levels))
+        orders = torch.tensor([degree for degree in self.degrees for _ in range(2 * degree + 1)], dtype=torch.float32)
+        self.register_buffer("half_l_l1", 0.5 * orders * (orders + 1.0), persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        return sum(2 * degree + 1 for degree in self.degrees)
+
+    def forward(self, directions: Tensor, roughness: Tensor) -> Tensor:
+        """directions (..., 3) (normalised internally), roughness rho = 1 / kappa (..., 1) >= 0 -> (..., output_dim)."""
+        harmonics = real_spherical_harmonics(directions, self.degrees)
+        return harmonics * torch.exp(-self.half_l_l1.to(harmonics) * roughness.to(harmonics))
