@@ -10,13 +10,14 @@ import torch
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from recon_plugin.data.image_io import read_image
-from recon_plugin.data.rnb_dataparser import foreground_mask, normal_image_to_vectors
+from recon_plugin.data.rnb_dataparser import foreground_mask, normal_image_to_vectors, view_silhouette
 
 
 class RnbDataset(InputDataset):
     """Returns, per view: ``normal`` (H, W, 3, world frame, unit), ``albedo`` (H, W, 3) when present,
-    ``fg_mask`` (H, W, 1) when masks exist (else ``valid_normal``: pixels whose normal is not the all-zero
-    background code), ``normal_weight`` (H, W, 1) with uncertainty masks, and
+    ``fg_mask`` (H, W, 1) when the dataparser found a silhouette source (mask folder or the alpha of RGBA
+    normal maps; else ``valid_normal``: pixels whose normal is not the all-zero background code),
+    ``normal_weight`` (H, W, 1) with uncertainty masks (their folder, or the alpha of RGBA albedo maps), and
     ``image``: the albedo shaded by a headlight, which is what the model's ``rgb`` output renders.
 
     The silhouette is called ``fg_mask``, not ``mask``: nerfstudio's pixel sampler would otherwise
@@ -41,9 +42,14 @@ class RnbDataset(InputDataset):
         height, width = normals.shape[:2]
 
         data: Dict = {"image_idx": image_idx}
-        if metadata.get("rnb_mask_filenames") is not None:
-            mask_image = self._resized(read_image(metadata["rnb_mask_filenames"][image_idx]), cv2.INTER_NEAREST)
-            mask = foreground_mask(mask_image)
+        source = metadata.get("rnb_silhouette_source")
+        threshold = metadata.get("rnb_silhouette_threshold", 0.5)
+        if source is not None:
+            mask_files = metadata.get("rnb_mask_filenames")
+            mask_image = read_image(mask_files[image_idx]) if mask_files is not None else normal_image
+            mask = view_silhouette(normal_image, mask_image, source, threshold)
+            assert mask is not None, f"{normal_path}: no silhouette from source {source}"
+            mask = self._resized(mask.astype(np.float32), cv2.INTER_NEAREST) > 0.5
             data["fg_mask"] = torch.from_numpy(mask[..., None].astype(np.float32))
         else:
             # Without masks, background pixels are those whose normal is encoded as all-zero.
@@ -52,11 +58,20 @@ class RnbDataset(InputDataset):
                 mask = np.ones(normal_image.shape[:2], dtype=bool)
             mask = self._resized(mask.astype(np.float32), cv2.INTER_NEAREST) > 0.5
             data["valid_normal"] = torch.from_numpy(mask[..., None].astype(np.float32))
-        if metadata.get("rnb_uncertainty_filenames") is not None:
-            trusted = self._resized(read_image(metadata["rnb_uncertainty_filenames"][image_idx]), cv2.INTER_NEAREST)
-            data["normal_weight"] = torch.from_numpy(foreground_mask(trusted)[..., None].astype(np.float32))
+        albedo_image = None
         if metadata.get("rnb_albedo_filenames") is not None:
-            albedo = self._resized(read_image(metadata["rnb_albedo_filenames"][image_idx])[..., :3], cv2.INTER_AREA)
+            albedo_image = read_image(metadata["rnb_albedo_filenames"][image_idx])
+        trusted = None
+        if metadata.get("rnb_uncertainty_filenames") is not None:
+            trusted = foreground_mask(read_image(metadata["rnb_uncertainty_filenames"][image_idx]))
+        elif metadata.get("rnb_uncertainty_source") == "albedo-alpha" and albedo_image is not None:
+            # RNb-NeuS2: the albedo's alpha is the normal-uncertainty mask.
+            trusted = albedo_image[..., 3] > metadata.get("rnb_uncertainty_alpha_threshold", 0.99)
+        if trusted is not None:
+            trusted = self._resized(trusted.astype(np.float32), cv2.INTER_NEAREST) > 0.5
+            data["normal_weight"] = torch.from_numpy(trusted[..., None].astype(np.float32))
+        if albedo_image is not None:
+            albedo = self._resized(np.ascontiguousarray(albedo_image[..., :3]), cv2.INTER_AREA)
             data["albedo"] = torch.from_numpy(np.ascontiguousarray(albedo, dtype=np.float32))
         else:
             albedo = np.ones((height, width, 3), dtype=np.float32)
