@@ -237,6 +237,23 @@ def direction_colour(directions: np.ndarray) -> np.ndarray:
     return np.clip(0.5 + 0.5 * directions, 0.0, 1.0)
 
 
+def random_c2w(rng: np.random.Generator) -> np.ndarray:
+    """A random camera-to-world pose: position in [-2, 2]^3, any orientation."""
+    from recon_plugin.renderer import pose_to_c2w
+
+    return pose_to_c2w(rng.uniform(-2, 2, 3), rng.uniform(-np.pi, np.pi, 3))
+
+
+def expected_image(c2w: np.ndarray, width: int, height: int, fov_deg: float) -> np.ndarray:
+    """What the analytic model must show: pixel-centre rays of a pinhole camera, computed independently."""
+    from recon_plugin.renderer import intrinsics_for
+
+    fx, fy, cx, cy = intrinsics_for(width, height, fov_deg)
+    jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    dirs = np.stack([(jj - cx) / fx, -(ii - cy) / fy, -np.ones_like(ii)], axis=-1) @ c2w[:3, :3].T
+    return direction_colour(dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)).astype(np.float32)
+
+
 def _make_analytic_model_classes():
     import torch
     from nerfstudio.models.base_model import Model, ModelConfig
@@ -313,8 +330,9 @@ def make_analytic_model(**config_kwargs):
     return model.eval()
 
 
-def wait_for(queue, predicate, timeout: float = 20.0):
-    """Polls get_frame until predicate(frame) holds; returns the frames seen."""
+def wait_for(queue, predicate, timeout: float = 60.0):
+    """Polls get_frame until predicate(frame) holds; returns the frames seen. The timeout only turns a hang into a
+    failure: it returns as soon as the frame is there."""
     seen = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

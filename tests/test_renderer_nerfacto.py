@@ -102,18 +102,23 @@ def test_camera_change_cancels_a_large_nerfacto_render_within_one_chunk(nerfacto
         full_level_seconds = collect(queue, first, 1)[-1].render_seconds
         second = queue.update_camera_matrix(look_at([2.0, 0.2, 1.0], target))
         collect(queue, second, 0)
-        time.sleep(full_level_seconds / 4)  # inside the large level
+        level_started = queue.stats()["chunks_rendered"]
+        deadline = time.monotonic() + 120
+        while queue.stats()["chunks_rendered"] < level_started + 5:  # inside the large level, whatever the speed
+            assert time.monotonic() < deadline, queue.stats()
+            time.sleep(0.005)
         assert queue.get_frame() is None
-        chunks_before = queue.stats()["chunks_rendered"]
         issued = time.perf_counter()
         third = queue.update_camera_matrix(look_at([2.0, 0.4, 1.0], target))
+        chunks_before = queue.stats()["chunks_rendered"]  # read after the update: only the in-flight chunk ends
         frame = collect(queue, third, 0)[-1]
         latency = time.perf_counter() - issued
         chunks_after = queue.stats()["chunks_rendered"]
         assert frame.key == (third, 0)
         # at most the stale request's in-flight chunk, then the single chunk of the new level 0
         assert chunks_after - chunks_before <= 2, (chunks_before, chunks_after)
-        assert latency < full_level_seconds / 3, (latency, full_level_seconds)
+        # ~2 chunks instead of the ~75 left in the level; the margin absorbs a machine that slows down meanwhile
+        assert latency < full_level_seconds / 2, (latency, full_level_seconds)
         assert queue.stats()["renders_cancelled"] == 1
 
 

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest_renderer import OFFLINE_LPIPS_PATCH, REPO_ROOT, make_analytic_model, train_tiny_nerfacto
+from conftest_renderer import (
+    OFFLINE_LPIPS_PATCH,
+    REPO_ROOT,
+    expected_image,
+    make_analytic_model,
+    random_c2w,
+    train_tiny_nerfacto,
+)
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -30,10 +37,12 @@ from recon_plugin.renderer import (
     RenderClient,
     RenderQueue,
     RenderServer,
+    RenderTimeoutError,
     RenderWorkerError,
     ResolutionLadder,
     look_at,
 )
+from recon_plugin.renderer import server as server_module
 from recon_plugin.renderer.client import RenderServerError
 from recon_plugin.renderer.protocol import decode_frame_message
 
@@ -132,7 +141,7 @@ def test_missing_or_wrong_token_is_refused(server):
         assert error_code(raw_call(ws, {"op": "auth", "token": server.token[:-1]})) == "unauthenticated"  # 2
         assert error_code(raw_call(ws, {"op": "auth", "token": "x" * 64})) == "unauthenticated"  # 3: closed
         with pytest.raises(ConnectionClosed) as info:
-            ws.recv(timeout=10)
+            ws.recv(timeout=30)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1008
     with pytest.raises(RenderServerError, match="unauthenticated"):
         RenderClient(server.url, token="not-the-token-at-all")
@@ -177,7 +186,7 @@ def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_servin
         # far over the limit: refused by the WebSocket layer (1009 = message too big) without buffering it
         ws.send("x" * (4 * 64 * 1024 + 1))
         with pytest.raises(ConnectionClosed) as info:
-            ws.recv(timeout=10)
+            ws.recv(timeout=30)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
     with RenderClient(server.url, token_file=server.token_file) as client:
         assert client.info()["protocol"] == 1
@@ -215,7 +224,7 @@ def test_client_in_another_process_streams_the_ladder(server):
         # the same published frame through the other encodings, from fresh readers
         for encoding, tolerance in (("u8", 0.5 / 255 + 1e-6), ("png", 0.5 / 255 + 1e-6)):
             with RenderClient(server.url, token_file=server.token_file, encoding=encoding) as other:
-                frame = other.get_frame(timeout=5)
+                frame = other.get_frame(timeout=60)
                 assert frame is not None and frame.key == (request_id, 2)
                 np.testing.assert_allclose(frame.image, exact, atol=tolerance)
         # Euler form with per-call fov and aspect
@@ -275,11 +284,11 @@ def test_loopback_server_without_token_checks_the_host_header():
     """Without a token, requests naming a non-loopback Host (DNS rebinding) are refused; the page is served."""
     queue = RenderQueue(make_analytic_model(), ladder=ResolutionLadder.from_sizes([(8, 4)]))
     with queue, RenderServer(queue, port=0, preview=True) as server:
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         connection.request("GET", "/", headers={"Host": f"rebind.example:{server.port}"})
         assert connection.getresponse().status == 403
         connection.close()
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         connection.request("GET", "/")
         response = connection.getresponse()
         body = response.read().decode()
@@ -288,7 +297,7 @@ def test_loopback_server_without_token_checks_the_host_header():
         assert "script-src 'sha256-" in response.getheader("Content-Security-Policy")
         with RenderClient(server.url) as client:  # no token needed on loopback without one
             request_id = client.update_camera_matrix(np.eye(4))
-            frame = client.get_frame(timeout=5)
+            frame = client.get_frame(timeout=60)
             assert frame is not None and frame.key == (request_id, 0)
 
 
@@ -297,12 +306,148 @@ def test_render_errors_reach_the_remote_client():
     queue = RenderQueue(model, ladder=ResolutionLadder.from_sizes([(8, 4), (32, 16)]), chunk_size=1024)
     with queue, RenderServer(queue, port=0) as server, RenderClient(server.url) as client:
         request_id = client.update_camera_matrix(np.eye(4))
-        assert queue.wait_idle(10)  # level 1 has failed by now; level 0 still comes first
-        assert client.get_frame(timeout=10).key == (request_id, 0)
+        assert queue.wait_idle(60)  # level 1 has failed by now; level 0 still comes first
+        assert client.get_frame(timeout=60).key == (request_id, 0)
         with pytest.raises(RenderWorkerError, match=f"request {request_id} at ladder level 1.*refuses a chunk"):
-            client.get_frame(timeout=10)
+            client.get_frame(timeout=60)
         assert client.get_frame(timeout=0.2) is None  # the error was reported once; the server still answers
         assert client.info()["latest_request_id"] == request_id
+
+
+def test_client_recovers_from_a_reply_timeout(monkeypatch):
+    """A reply that comes after the client gave up is drained by its id: later calls get their own replies, and the
+    late frame is not lost (the server's reader already handed it to this connection). Same after an interrupt."""
+    release = threading.Event()
+    held = []
+    encode = server_module.encode_frame_message
+
+    def held_encode(*args):
+        if not held:  # the server is stuck on the first frame until the test releases it
+            held.append(True)
+            assert release.wait(60)
+        return encode(*args)
+
+    monkeypatch.setattr(server_module, "encode_frame_message", held_encode)
+    ladder = ResolutionLadder.from_sizes([(8, 4)], horizontal_fov_deg=70.0)
+    queue = RenderQueue(make_analytic_model(), ladder=ladder)
+    with queue, RenderServer(queue, port=0) as server, RenderClient(server.url, timeout=0.5) as client:
+        first_pose, second_pose = look_at([0.0, -3.0, 0.5], [0, 0, 0]), look_at([2.0, 1.0, 1.0], [0, 0, 0])
+        first = client.update_camera_matrix(first_pose)
+        assert queue.wait_idle(60)
+        with pytest.raises(RenderTimeoutError, match="no reply") as info:
+            client.get_frame()
+        assert isinstance(info.value, TimeoutError)
+        release.set()  # the late frame reply is sent now
+        assert client.info()["latest_request_id"] == first  # drains the late reply, then gets its own
+        late = client.get_frame()  # the drained frame, handed out once
+        assert late is not None and late.key == (first, 0)
+        np.testing.assert_allclose(late.image, expected_image(first_pose, 8, 4, 70.0), atol=0.5 / 255 + 1e-6)
+        assert client.get_frame() is None
+        second = client.update_camera_matrix(second_pose)
+        assert second == first + 1
+        frame = client.get_frame(timeout=60)
+        assert frame is not None and frame.key == (second, 0)
+        np.testing.assert_allclose(frame.image, expected_image(second_pose, 8, 4, 70.0), atol=0.5 / 255 + 1e-6)
+        # a wait interrupted by something else (Ctrl-C in a notebook) leaves the connection usable as well
+        recv = client._connection.recv
+
+        def interrupted(*args, **kwargs):
+            monkeypatch.setattr(client._connection, "recv", recv)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(client._connection, "recv", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            client.update_camera_matrix(first_pose)
+        assert client.info()["latest_request_id"] == second + 1  # the interrupted update did reach the server
+
+
+def test_one_client_shared_by_threads():
+    """Eight threads share one client: every reply reaches the thread that asked, none is mixed up."""
+    ladder = ResolutionLadder.from_sizes([(4, 2), (8, 4)], horizontal_fov_deg=70.0)
+    queue = RenderQueue(make_analytic_model(chunk_delay_s=0.001), ladder=ladder, chunk_size=8)
+    threads_count, calls = 8, 25
+    poses: dict[int, np.ndarray] = {}
+    frames: list[list] = [[] for _ in range(threads_count)]
+    failures: list[BaseException] = []
+    with queue, RenderServer(queue, port=0) as server, RenderClient(server.url) as client:
+
+        def work(index: int) -> None:
+            try:
+                rng = np.random.default_rng(index)
+                for _ in range(calls):
+                    c2w = random_c2w(rng)
+                    poses[client.update_camera_matrix(c2w)] = c2w
+                    assert client.info()["protocol"] == 1
+                    frame = client.get_frame(timeout=float(rng.uniform(0.0, 0.02)))
+                    if frame is not None:
+                        frames[index].append(frame)
+            except BaseException as error:  # reported below
+                failures.append(error)
+
+        threads = [threading.Thread(target=work, args=(index,)) for index in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not failures, failures
+        last = max(poses)
+        while not frames[0] or frames[0][-1].key != (last, 1):
+            frame = client.get_frame(timeout=60)
+            assert frame is not None
+            frames[0].append(frame)
+    assert sorted(poses) == list(range(threads_count * calls))  # each update answered with its own id
+    received = [frame for thread_frames in frames for frame in thread_frames]
+    assert len({frame.key for frame in received}) == len(received)  # the connection's reader hands each out once
+    for thread_frames in frames:
+        assert all(b.key > a.key for a, b in itertools.pairwise(thread_frames))
+    for frame in received:
+        level = ladder[frame.level]
+        expected = expected_image(poses[frame.request_id], level.width, level.height, 70.0)
+        np.testing.assert_allclose(frame.image, expected, atol=0.5 / 255 + 1e-6)
+
+
+def test_waiting_get_frames_hold_no_server_thread():
+    """More connections wait in get_frame than asyncio's default thread pool has threads; another client's frame is
+    still encoded and sent while they all wait, and a new frame reaches every one of them."""
+    pool_threads = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor, which also encodes frames
+    waiters = max(16, pool_threads + 2)
+    ladder = ResolutionLadder.from_sizes([(8, 4)], horizontal_fov_deg=70.0)
+    queue = RenderQueue(make_analytic_model(), ladder=ladder)
+    with queue, RenderServer(queue, port=0, max_wait_seconds=120, max_connections=waiters + 2) as server:
+        first = queue.update_camera_matrix(look_at([0.0, -3.0, 0.5], [0, 0, 0]))
+        assert queue.wait_idle(60)
+        clients = [RenderClient(server.url) for _ in range(waiters)]
+        try:
+            for client in clients:  # each connection's reader takes the current frame: the next one means waiting
+                assert client.get_frame(timeout=60).key == (first, 0)
+            results: list = [None] * waiters
+            threads = [
+                threading.Thread(target=lambda i=i: results.__setitem__(i, clients[i].get_frame(timeout=120)))
+                for i in range(waiters)
+            ]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 60
+            while server.stats()["waiting_get_frame"] < waiters:
+                assert time.monotonic() < deadline, server.stats()
+                time.sleep(0.01)
+            # A fresh connection has the published frame to receive: its encoding needs a pool thread. Had the
+            # waiters parked on the pool, it would only run once their 120 s waits ended.
+            with RenderClient(server.url, timeout=60) as fresh:
+                frame = fresh.get_frame()
+            assert frame is not None and frame.key == (first, 0)
+            assert server.stats()["waiting_get_frame"] == waiters and all(t.is_alive() for t in threads)
+            c2w = look_at([2.0, 1.0, 1.0], [0, 0, 0])
+            second = queue.update_camera_matrix(c2w)
+            for thread in threads:
+                thread.join(60)
+            assert [None if r is None else r.key for r in results] == [(second, 0)] * waiters
+            for result in results:
+                np.testing.assert_allclose(result.image, expected_image(c2w, 8, 4, 70.0), atol=0.5 / 255 + 1e-6)
+            assert server.stats()["waiting_get_frame"] == 0
+        finally:
+            for client in clients:
+                client.close()
 
 
 # ---------------------------------------------------------------------------------------------------- browser
@@ -388,7 +533,7 @@ def test_preview_page_streams_frames_into_headless_chromium(server):
             let s = 0; for (let i = 0; i < d.length; i += 4) s += d[i] + d[i + 1] + d[i + 2];
             return s / (d.length / 4 * 3); })()"""
         with RenderClient(server.url, token_file=server.token_file) as client:
-            shown = client.get_frame(timeout=5)  # a fresh reader starts with the frame the page shows
+            shown = client.get_frame(timeout=60)  # a fresh reader starts with the frame the page shows
         assert shown is not None and shown.key == (stats["lastRequestId"], stats["lastLevel"])
         assert abs(devtools.evaluate(mean_js) - 255 * float(shown.image.mean())) < 3.0
 

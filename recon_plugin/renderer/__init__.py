@@ -30,6 +30,7 @@ from recon_plugin.renderer.types import (
     LadderLevel,
     RenderError,
     RenderQueueClosed,
+    RenderTimeoutError,
     RenderWorkerError,
     ResolutionLadder,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "RenderQueue",
     "RenderQueueClosed",
     "RenderServer",
+    "RenderTimeoutError",
     "RenderWorkerError",
     "ResolutionLadder",
     "c2w_to_pose",

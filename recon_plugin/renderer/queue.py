@@ -18,7 +18,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -204,6 +204,7 @@ class RenderQueue:
         self._closed = False
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._listeners: list[Callable[[], None]] = []
         self._error_count = 0
         self._last_error: RenderWorkerError | None = None
         self._frames_published_at_error = 0
@@ -275,6 +276,7 @@ class RenderQueue:
             self._pending = None
             self._cond.notify_all()
             threads = list(self._threads)
+        self._notify_listeners()
         deadline = time.monotonic() + timeout
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -375,6 +377,33 @@ class RenderQueue:
         """A new independent consumer that starts with the frame published most recently (if any)."""
         return FrameReader(self)
 
+    def add_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``callback()`` after every published frame, every worker error and on :meth:`close`, so that
+        event-driven consumers (the render server's event loop) can wait without a blocked thread.
+
+        The callback runs in a worker thread (or the closing one) without the queue's lock held; it must return
+        quickly and not raise (errors are logged), e.g. ``lambda: loop.call_soon_threadsafe(wake)``. Readers then
+        look with ``get_frame(0)``; a notification may be spurious. Returns a function that removes the callback.
+        """
+        with self._cond:
+            self._listeners.append(callback)
+
+        def remove() -> None:
+            with self._cond:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return remove
+
+    def _notify_listeners(self) -> None:
+        with self._cond:
+            listeners = tuple(self._listeners)
+        for callback in listeners:
+            try:
+                callback()
+            except Exception:  # a consumer's bug must not kill a render worker
+                LOGGER.exception("RenderQueue: frame listener %r failed", callback)
+
     @property
     def latest_request_id(self) -> int:
         """Id of the newest accepted camera request (-1 before the first)."""
@@ -434,6 +463,8 @@ class RenderQueue:
                 self._busy += 1
             try:
                 self._render_request(request)
+            except Exception as error:  # a bug outside the model call: report it, keep the worker alive
+                self._report_failure(request, -1, error)
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -449,20 +480,7 @@ class RenderQueue:
             try:
                 image = self._render_level(request, level_index)
             except Exception as error:  # reported to the caller through get_frame
-                failure = RenderWorkerError(
-                    f"rendering request {request.request_id} at ladder level {level_index} "
-                    f"({self.ladder[level_index].width}x{self.ladder[level_index].height}) failed: "
-                    f"{type(error).__name__}: {error}",
-                    request_id=request.request_id,
-                    level=level_index,
-                )
-                failure.__cause__ = error
-                LOGGER.error("%s", failure, exc_info=error)
-                with self._cond:
-                    self._error_count += 1
-                    self._last_error = failure
-                    self._frames_published_at_error = self._frames_published
-                    self._cond.notify_all()
+                self._report_failure(request, level_index, error)
                 return
             if image is None:
                 with self._cond:
@@ -480,12 +498,35 @@ class RenderQueue:
                 latency_seconds=finished - request.requested_at,
             )
             with self._cond:  # check and publish under one lock: the no-way-back guarantee
-                if self._published is None or frame.key > self._published.key:
+                published = self._published is None or frame.key > self._published.key
+                if published:
                     self._published = dataclasses.replace(frame, sequence=self._frames_published)
                     self._frames_published += 1
                     self._cond.notify_all()
                 else:
                     self._frames_dropped += 1
+            if published:
+                self._notify_listeners()
+
+    def _report_failure(self, request: _Request, level_index: int, error: Exception) -> None:
+        """Records a worker failure; the next ``get_frame`` of every reader raises it (once)."""
+        where = "outside the model call"
+        if 0 <= level_index < len(self.ladder):
+            level = self.ladder[level_index]
+            where = f"at ladder level {level_index} ({level.width}x{level.height})"
+        failure = RenderWorkerError(
+            f"rendering request {request.request_id} {where} failed: {type(error).__name__}: {error}",
+            request_id=request.request_id,
+            level=level_index,
+        )
+        failure.__cause__ = error
+        LOGGER.error("%s", failure, exc_info=error)
+        with self._cond:
+            self._error_count += 1
+            self._last_error = failure
+            self._frames_published_at_error = self._frames_published
+            self._cond.notify_all()
+        self._notify_listeners()
 
     def _level_size(self, request: _Request, level_index: int) -> tuple[int, int]:
         level = self.ladder[level_index]

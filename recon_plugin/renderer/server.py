@@ -10,6 +10,10 @@ Security model (compare omni-nerf-extension's rpyc *classic* server, which execu
   WebSocket hijacking), and without a token the ``Host`` header must be a loopback name (DNS rebinding);
 - every bad message gets an error reply and the connection (and server) keep serving; messages far over the
   limit are refused by the WebSocket layer (close code 1009) without being buffered.
+
+Waiting ``get_frame`` requests hold no thread: they await an asyncio event that the queue's frame listener sets
+(from its worker thread, through ``loop.call_soon_threadsafe``), so every connection can wait at once while frame
+encoding still gets the default thread pool.
 """
 
 from __future__ import annotations
@@ -42,10 +46,10 @@ from recon_plugin.renderer.protocol import (
     error_reply,
     is_loopback_host,
 )
-from recon_plugin.renderer.types import RenderWorkerError
+from recon_plugin.renderer.types import Frame, RenderWorkerError
 
 if TYPE_CHECKING:
-    from recon_plugin.renderer.queue import RenderQueue
+    from recon_plugin.renderer.queue import FrameReader, RenderQueue
 
 __all__ = ["MIN_TOKEN_LENGTH", "RenderServer", "is_loopback_host"]
 
@@ -78,7 +82,7 @@ class RenderServer:
             ``/#token=...``; the page itself contains no data).
         max_message_bytes: largest accepted client message; larger ones get a ``too_large`` error reply, those
             over 4x this limit are refused by the WebSocket layer (close code 1009).
-        max_wait_seconds: upper bound of ``get_frame``'s ``timeout``.
+        max_wait_seconds: upper bound of ``get_frame``'s ``timeout`` (a waiting request holds no thread).
         max_auth_failures: wrong tokens tolerated per connection before it is closed (code 1008).
         max_connections: simultaneous connections; more are refused with HTTP 503.
     """
@@ -105,6 +109,10 @@ class RenderServer:
             )
         if not 1024 <= max_message_bytes <= 16 * 1024 * 1024:
             raise ValueError(f"max_message_bytes must be in [1 KiB, 16 MiB], got {max_message_bytes}")
+        if not 0.0 < max_wait_seconds <= 3600.0:
+            raise ValueError(f"max_wait_seconds must be in (0, 3600], got {max_wait_seconds}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be a positive integer, got {max_connections!r}")
         self.queue = queue
         self.host = host
         self.port = port
@@ -115,10 +123,13 @@ class RenderServer:
         self.max_auth_failures = max_auth_failures
         self.max_connections = max_connections
         self._connections = 0
+        self._waiting = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._queue_changed: asyncio.Event | None = None  # replaced by a fresh one after every queue event
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
+        self._close_requested = False  # close() before serve() created its loop: serve() stops at once
         self._startup_error: BaseException | None = None
         self._info_cache: dict[str, Any] | None = None
 
@@ -137,10 +148,25 @@ class RenderServer:
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"[{host}]" if ":" in host else host
 
+    def stats(self) -> dict[str, int]:
+        """``connections`` open now and ``waiting_get_frame``: get_frame requests waiting for a new frame."""
+        return {"connections": self._connections, "waiting_get_frame": self._waiting}
+
     async def serve(self, ready: Callable[[RenderServer], None] | None = None) -> None:
         """Runs the server on the current event loop until :meth:`close` (or cancellation)."""
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self._close_requested:
+            self._stop.set()
+        self._queue_changed = asyncio.Event()
+        remove_listener = self.queue.add_listener(self._on_queue_event)
+        try:
+            await self._serve(ready)
+        finally:
+            remove_listener()
+
+    async def _serve(self, ready: Callable[[RenderServer], None] | None) -> None:
+        assert self._stop is not None
         async with serve(
             self._handle,
             self.host,
@@ -160,6 +186,7 @@ class RenderServer:
             if ready is not None:
                 ready(self)
             await self._stop.wait()
+            self._wake_waiters()  # waiting get_frame requests answer now instead of holding up the shutdown
 
     def run(self, ready: Callable[[RenderServer], None] | None = None) -> None:
         """Blocking: serves until SIGINT/SIGTERM or :meth:`close` from another thread."""
@@ -194,11 +221,13 @@ class RenderServer:
         self._thread = threading.Thread(target=target, name="recon-render-server", daemon=True)
         self._thread.start()
         if not self._started.wait(timeout) or self._startup_error is not None:
+            self.close()  # a late start must not leave a server listening that nobody knows about
             raise RuntimeError(f"render server failed to start on {self.host}:{self.port}") from self._startup_error
         return self
 
     def close(self, timeout: float = 10.0) -> None:
         """Stops serving (connections are closed); joins the background thread if :meth:`start` made one."""
+        self._close_requested = True
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
             try:
@@ -381,10 +410,46 @@ class RenderServer:
         timeout = 0.0 if timeout is None else timeout
         if not 0.0 <= timeout <= self.max_wait_seconds:
             raise _BadRequest("invalid_argument", f"timeout must be in [0, {self.max_wait_seconds}] seconds")
-        frame = await asyncio.to_thread(reader.get_frame, timeout) if timeout > 0 else reader.get_frame(0.0)
+        frame = await self._wait_for_frame(reader, timeout)
         if frame is None:
             return json.dumps({"ok": True, "op": "get_frame", "id": message_id, "frame": None})
         return await asyncio.to_thread(encode_frame_message, frame, encoding, message_id)
+
+    async def _wait_for_frame(self, reader: FrameReader, timeout: float) -> Frame | None:
+        """``reader``'s next frame within ``timeout`` seconds, awaited on the event loop (no thread is held)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._waiting += 1
+        try:
+            while True:
+                # Take the event before looking: a frame published after the look sets this very event.
+                changed = self._queue_changed
+                assert changed is not None and self._stop is not None
+                frame = reader.get_frame(0.0)
+                remaining = deadline - loop.time()
+                if frame is not None or remaining <= 0 or self.queue.closed or self._stop.is_set():
+                    return frame
+                try:
+                    await asyncio.wait_for(changed.wait(), remaining)
+                except TimeoutError:
+                    return reader.get_frame(0.0)
+        finally:
+            self._waiting -= 1
+
+    def _on_queue_event(self) -> None:
+        """Queue listener (runs in a render worker thread): wakes the waiting get_frame requests."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._wake_waiters)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _wake_waiters(self) -> None:
+        changed, self._queue_changed = self._queue_changed, asyncio.Event()
+        if changed is not None:
+            changed.set()
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -18,6 +18,7 @@ __all__ = [
     "RenderError",
     "RenderWorkerError",
     "RenderQueueClosed",
+    "RenderTimeoutError",
     "ResolutionLadder",
 ]
 
@@ -40,6 +41,10 @@ class RenderWorkerError(RenderError):
 
 class RenderQueueClosed(RenderError):
     """The queue (or the connection of a client) was closed."""
+
+
+class RenderTimeoutError(RenderError, TimeoutError):
+    """No reply from the render server in time. The connection stays usable; the request may still take effect."""
 
 
 @dataclass(frozen=True)
