@@ -286,6 +286,8 @@ def write_environment(path: str | Path, env: Tensor) -> Path:
     path = Path(path)
     _check_suffix(path)
     _check_environment(env)
+    if env.shape[1] != 2 * env.shape[0]:
+        raise ValueError(f"{path}: an equirect map must be twice as wide as high, got {env.shape[1]} x {env.shape[0]}")
     image = env.detach().to("cpu", torch.float32).numpy()
     if not np.isfinite(image).all() or (image < 0).any():
         raise ValueError(f"{path}: refusing to write an environment map with negative or non-finite radiance")
