@@ -296,6 +296,32 @@ def test_sfm_views_match_normal_maps_by_view_id(tmp_path):
     assert [p.name for p in outputs.metadata["rnb_mask_filenames"]] == ["1000.png", "1001.png", "1002.png"]
 
 
+@needs_fixture
+def test_sfm_views_whose_paths_are_the_normal_maps(tmp_path):
+    """Meshroom's photometric-stereo SfMData points at the normal maps themselves; no normal/ folder."""
+    document = sfm_document()
+    maps = tmp_path / "ps_output"
+    maps.mkdir()
+    for index, view in enumerate(document["views"]):
+        normal, _, mask = fixture_maps(index)
+        write_png(maps / f"view_{index}_normals.png", normal * mask[..., None], bit_depth=8)  # zero-coded backdrop
+        view["path"] = str(maps / f"view_{index}_normals.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    (maps / "sfm.json").write_text(json.dumps(document))
+    outputs = parse(data, camera_file=maps / "sfm.json")
+    names = [p.name for p in outputs.metadata["rnb_normal_filenames"]]
+    assert names == ["view_0_normals.png", "view_1_normals.png", "view_2_normals.png"]
+    assert outputs.metadata["rnb_silhouette_source"] is None  # no mask, no alpha: the model gets valid_normal
+    assert outputs.metadata["rnb_normalisation"] == "cameras"
+    valid = RnbDataset(outputs)[0]["valid_normal"][..., 0] > 0.5
+    assert torch.equal(valid, torch.from_numpy(fixture_maps(0)[2]))
+    document["views"][1]["path"] = str(maps / "gone.png")
+    (maps / "sfm.json").write_text(json.dumps(document))
+    with pytest.raises(RnbDataError, match=r"sfm.json: view 1001 .*image not found at .*gone.png"):
+        parse(data, camera_file=maps / "sfm.json")
+
+
 def _drop_pose(document):
     document["poses"].pop(1)
     return "view 1001 .*missing pose 2001"

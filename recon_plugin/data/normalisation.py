@@ -79,19 +79,13 @@ def closest_point_to_lines(origins: np.ndarray, directions: np.ndarray, where: s
     return np.linalg.solve(system, (projectors @ origins[:, :, None]).sum(0)[:, 0])
 
 
-def _camera_frame(poses: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """(V, N, 3) points in each camera's OpenCV frame."""
-    rotations = poses[:, :3, :3]
-    return np.einsum("vji,vnj->vni", rotations, points[None] - poses[:, None, :3, 3])
-
-
 def sphere_from_cameras(intrinsics: np.ndarray, poses: np.ndarray, size: tuple[int, int], where: str):
     """Centre: the point closest to all optical axes. Radius: the largest sphere there that fits every view's
     narrower field of view, which bounds any object that each view sees whole."""
     centre = closest_point_to_lines(poses[:, :3, 3], poses[:, :3, 2], where)
-    local = _camera_frame(poses, centre[None])[:, 0]
-    if np.any(local[:, 2] <= 0):
-        view = int(np.argmin(local[:, 2]))
+    depth = np.einsum("vi,vi->v", centre - poses[:, :3, 3], poses[:, :3, 2])
+    if np.any(depth <= 0):
+        view = int(np.argmin(depth))
         raise RnbDataError(f"{where}: view {view} faces away from the point its optical axes converge to")
     width, height = size
     half_angle = np.arctan(np.minimum(width / (2 * intrinsics[:, 0, 0]), height / (2 * intrinsics[:, 1, 1])))
@@ -104,19 +98,18 @@ def sphere_from_cameras(intrinsics: np.ndarray, poses: np.ndarray, size: tuple[i
 def _carve(intrinsics: np.ndarray, poses: np.ndarray, masks: list[np.ndarray], points: np.ndarray) -> np.ndarray:
     """Points that every view sees inside its silhouette (an object seen whole in every view)."""
     keep = np.ones(len(points), dtype=bool)
-    local = _camera_frame(poses, points)
     for view, mask in enumerate(masks):
-        z = local[view, :, 2]
-        in_front = z > 1e-9
-        safe_z = np.where(in_front, z, 1.0)
-        u = intrinsics[view, 0, 0] * local[view, :, 0] / safe_z + intrinsics[view, 0, 2]
-        v = intrinsics[view, 1, 1] * local[view, :, 1] / safe_z + intrinsics[view, 1, 2]
-        # Pixel (row, col) covers [col, col + 1) x [row, row + 1) with centres at +0.5 (nerfstudio's convention).
-        col, row = np.floor(u), np.floor(v)
+        candidates = np.nonzero(keep)[0]
+        local = (points[candidates] - poses[view, :3, 3]) @ poses[view, :3, :3]
+        pixels = local @ intrinsics[view].T
+        in_front = pixels[:, 2] > 1e-9
+        # Pixel (row, col) covers [col, col + 1) x [row, row + 1), centre at +0.5 (nerfstudio's convention).
+        col = np.floor(pixels[:, 0] / np.where(in_front, pixels[:, 2], 1.0))
+        row = np.floor(pixels[:, 1] / np.where(in_front, pixels[:, 2], 1.0))
         inside = in_front & (col >= 0) & (row >= 0) & (col < mask.shape[1]) & (row < mask.shape[0])
-        hit = np.zeros(len(points), dtype=bool)
+        hit = np.zeros(len(candidates), dtype=bool)
         hit[inside] = mask[row[inside].astype(np.int64), col[inside].astype(np.int64)]
-        keep &= hit
+        keep[candidates[~hit]] = False
     return keep
 
 
