@@ -360,3 +360,24 @@ def test_bad_arguments_are_named() -> None:
         split_sum_lut(resolution=1)
     with pytest.raises(ValueError, match="num_diffuse"):
         shade_monte_carlo(UP, UP, UP, UP[:1], UP[:1], torch.ones_like, 0, 0)
+
+
+def test_broadcasting_and_gradients_for_training() -> None:
+    # one view and one light against many normals and materials, as a shading head uses them
+    normal, _ = _random_frames(5, seed=17)
+    view = torch.tensor([0.0, 0.0, 1.0], dtype=F64)
+    light = torch.nn.functional.normalize(torch.tensor([0.3, 0.0, 1.0], dtype=F64), dim=0)
+    diffuse, specular = cook_torrance(normal, view, light, torch.rand(3, dtype=F64), torch.rand(5, 1), torch.zeros(1))
+    assert diffuse.shape == specular.shape == (5, 3)
+    assert ggx_reflection_pdf(normal, view, light, torch.tensor([0.5], dtype=F64)).shape == (5, 1)
+    # the colour loss reaches the materials and the normal (NeRO shapes the surface through it)
+    normal = torch.nn.functional.normalize(torch.tensor([[0.1, 0.2, 1.0], [-0.3, 0.1, 1.0]], dtype=F64), dim=-1)
+    inputs = (
+        normal.requires_grad_(True),
+        torch.tensor([[0.7, 0.5, 0.2], [0.1, 0.9, 0.4]], dtype=F64, requires_grad=True),
+        torch.tensor([[0.3], [0.8]], dtype=F64, requires_grad=True),
+        torch.tensor([[0.2], [0.9]], dtype=F64, requires_grad=True),
+    )
+    assert torch.autograd.gradcheck(
+        lambda n, a, r, m: torch.cat(cook_torrance(n, view, light, a, r, m), dim=-1), inputs
+    )

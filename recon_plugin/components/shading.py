@@ -124,6 +124,11 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum(-1, keepdim=True)
 
 
+def _sin2_between(a: Tensor, b: Tensor) -> Tensor:
+    """sin^2 of the angle between unit vectors, from the cross product (accurate near 0, unlike 1 - cos^2)."""
+    return torch.linalg.cross(*torch.broadcast_tensors(a, b), dim=-1).square().sum(-1, keepdim=True)
+
+
 def _ggx_ndf_from_cos_sin(cos2: Tensor, sin2: Tensor, alpha: Tensor) -> Tensor:
     """GGX density from cos^2 and sin^2 of the half-vector angle; passing sin^2 separately avoids the catastrophic
     cancellation of 1 - cos^2 near the peak of narrow lobes."""
@@ -205,7 +210,7 @@ def cook_torrance(
     half = view + light
     half = half / half.norm(dim=-1, keepdim=True).clamp(min=_EPS)
     nh = _dot(normal, half).clamp(min=0.0, max=1.0)
-    sin2 = torch.linalg.cross(normal.expand_as(half), half, dim=-1).square().sum(-1, keepdim=True)
+    sin2 = _sin2_between(normal, half)
     alpha = roughness * roughness
     ndf = _ggx_ndf_from_cos_sin(nh * nh, sin2, alpha)
     visibility = _smith_visibility(nv.clamp(0.0, 1.0), nl.clamp(0.0, 1.0), alpha * alpha)
@@ -310,7 +315,7 @@ def ggx_reflection_pdf(normal: Tensor, view: Tensor, light: Tensor, roughness: T
     half = half / half.norm(dim=-1, keepdim=True).clamp(min=_EPS)
     nh = _dot(normal, half)
     vh = _dot(view, half)
-    sin2 = torch.linalg.cross(normal.expand_as(half), half, dim=-1).square().sum(-1, keepdim=True)
+    sin2 = _sin2_between(normal, half)
     ndf = _ggx_ndf_from_cos_sin(nh * nh, sin2, roughness * roughness)
     pdf = smith_g1_ggx(nv, roughness) * ndf / (4.0 * nv.clamp(min=1e-6))
     return torch.where((nv > 0) & (nh > 0) & (vh > 0), pdf, torch.zeros_like(pdf))
