@@ -322,6 +322,16 @@ def test_sfm_views_whose_paths_are_the_normal_maps(tmp_path):
         parse(data, camera_file=maps / "sfm.json")
 
 
+@needs_fixture
+def test_the_only_sfm_file_of_the_folder_is_found(tmp_path):
+    sfm_dir = write_sfm_layout(tmp_path / "sfm")
+    (sfm_dir / "cameras.sfm").rename(sfm_dir / "StructureFromMotion.sfm")
+    assert parse(sfm_dir).cameras.shape[0] == VIEWS
+    shutil.copy(sfm_dir / "StructureFromMotion.sfm", sfm_dir / "Other.sfm")
+    with pytest.raises(RnbDataError, match=r"several SfMData files \(Other.sfm, StructureFromMotion.sfm\)"):
+        parse(sfm_dir)
+
+
 def _drop_pose(document):
     document["poses"].pop(1)
     return "view 1001 .*missing pose 2001"

@@ -223,7 +223,10 @@ def read_neus2_transform(path: Path) -> CameraSet:
         poses.append(pose)
     if albedos and len(albedos) != len(frames):
         raise RnbDataError(f"{path}: {len(albedos)} of {len(frames)} frames name an 'albedo_path'")
-    size = (int(data["w"]), int(data["h"])) if "w" in data and "h" in data else None
+    try:
+        size = (int(data["w"]), int(data["h"])) if "w" in data and "h" in data else None
+    except (TypeError, ValueError) as err:
+        raise RnbDataError(f"{path}: 'w' and 'h' must be integers ({data['w']!r}, {data['h']!r})") from err
     return CameraSet(
         intrinsics=np.stack(intrinsics),
         poses=np.stack(poses),
@@ -292,7 +295,8 @@ def read_sfm_cameras(path: Path, normal_folder: Path | None) -> CameraSet:
 
 
 def find_camera_file(root: Path, camera_file: Path | None) -> Path:
-    """The named camera file (relative to ``root`` unless absolute), else the first of :data:`CAMERA_FILES`."""
+    """The named camera file (relative to ``root`` unless absolute), else the first of :data:`CAMERA_FILES`,
+    else the only ``*.sfm`` file of ``root``."""
     if camera_file is not None:
         path = camera_file if camera_file.is_absolute() else root / camera_file
         if not path.is_file():
@@ -301,6 +305,12 @@ def find_camera_file(root: Path, camera_file: Path | None) -> Path:
     for name in CAMERA_FILES:
         if (root / name).is_file():
             return root / name
+    sfm_files = sorted(root.glob("*.sfm"))
+    if len(sfm_files) == 1:
+        return sfm_files[0]
+    if len(sfm_files) > 1:
+        names = ", ".join(path.name for path in sfm_files)
+        raise RnbDataError(f"{root}: several SfMData files ({names}); choose one with --camera-file")
     raise RnbDataError(
         f"{root / 'cameras.npz'}: missing (IDR cameras with world_mat_i); also looked for "
         f"{', '.join(CAMERA_FILES[1:])} (RNb-NeuS2 transform.json, Meshroom SfMData)"
