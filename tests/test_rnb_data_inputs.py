@@ -135,13 +135,14 @@ def sfm_document(version: str = "1.2.5", factor: int = 1) -> dict:
                 "undistortionParams": "",
             }
         )
-        # Pose3 rotation is world -> camera, written column-major: read row-major it is camera -> world.
+        # As AliceVision writes a Pose3: its rotation (world -> camera) in Eigen's column-major order.
+        world_to_camera = pose[:3, :3].T
         poses.append(
             {
                 "poseId": pose_id,
                 "pose": {
                     "transform": {
-                        "rotation": [repr(v) for v in pose[:3, :3].ravel()],
+                        "rotation": [repr(v) for v in world_to_camera.ravel(order="F")],
                         "center": [repr(v) for v in pose[:3, 3]],
                     }
                 },
