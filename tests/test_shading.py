@@ -25,6 +25,7 @@ from recon_plugin.components.shading import (
     shade_split_sum,
     smith_g1_ggx,
     smith_g_ggx,
+    specular_albedo,
     split_sum_integrate,
     split_sum_lookup,
     split_sum_lut,
@@ -381,3 +382,34 @@ def test_broadcasting_and_gradients_for_training() -> None:
     assert torch.autograd.gradcheck(
         lambda n, a, r, m: torch.cat(cook_torrance(n, view, light, a, r, m), dim=-1), inputs
     )
+
+
+def test_energy_conserving_white_dielectric_returns_the_uniform_light() -> None:
+    normal, view = _random_frames(1000, seed=18, min_n_dot_v=0.1)
+    white = torch.ones(1000, 3, dtype=F64)
+    roughness = 0.3 + 0.7 * torch.rand(1000, 1, generator=torch.Generator().manual_seed(19), dtype=F64)
+    dielectric = torch.zeros(1000, 1, dtype=F64)
+    light = torch.full((1000, 3), 1.7, dtype=F64)
+    n_dot_v = (normal * view).sum(-1, keepdim=True)
+    diffuse, specular = shade_split_sum(white, roughness, dielectric, n_dot_v, light, light, energy_conserving=True)
+    assert torch.allclose(diffuse + specular, light, atol=1e-6)
+    plain = shade_split_sum(white, roughness, dielectric, n_dot_v, light, light)
+    assert bool(((plain[0] + plain[1]) > light).all())  # the default (NeRO's) adds the specular on top
+    # the specular share is the LUT albedo F0 A + B: a few percent, rising towards grazing views (Fresnel)
+    albedo = specular_albedo(white, dielectric, n_dot_v, roughness)
+    assert torch.allclose(specular, albedo * light)
+    assert float(albedo[n_dot_v[:, 0] > 0.7].max()) < 0.06 < float(albedo[n_dot_v[:, 0] < 0.2].max())
+    mc_diffuse, mc_specular = shade_monte_carlo(
+        normal,
+        view,
+        white,
+        roughness,
+        dielectric,
+        lambda d: torch.full_like(d, 1.7),
+        16,
+        16,
+        generator=torch.Generator().manual_seed(20),
+        energy_conserving=True,
+    )
+    total = (mc_diffuse + mc_specular)[:, 0] / 1.7
+    assert float(total.mean()) == pytest.approx(1.0, abs=4 * float(total.std()) / math.sqrt(1000) + 3e-3)

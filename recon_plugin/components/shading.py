@@ -194,14 +194,23 @@ def base_reflectance(albedo: Tensor, metallic: Tensor, dielectric_f0: float = DI
 
 
 def cook_torrance(
-    normal: Tensor, view: Tensor, light: Tensor, albedo: Tensor, roughness: Tensor, metallic: Tensor
+    normal: Tensor,
+    view: Tensor,
+    light: Tensor,
+    albedo: Tensor,
+    roughness: Tensor,
+    metallic: Tensor,
+    energy_conserving: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Metallic-roughness Cook-Torrance BRDF values (RGB, without the n.l factor).
 
-    diffuse = (1 - metallic) albedo / pi (Lambert; no (1 - F) factor, as in NeRO, UE4 and the split-sum model, so
-    a dielectric reflects slightly more than it receives at grazing angles);
+    diffuse = (1 - metallic) albedo / pi (Lambert; by default no (1 - F) factor, as in NeRO, UE4 and the split-sum
+    model, so a white dielectric reflects a few percent more than it receives);
     specular = D(h) G2(v, l) F(v.h) / (4 n.v n.l) with GGX D, height-correlated Smith G2 and Schlick F on
     F0 = :func:`base_reflectance`. Both are zero where n.v <= 0 or n.l <= 0.
+    ``energy_conserving`` scales the diffuse term by 1 - :func:`specular_albedo` at the view, the share of the
+    light the specular lobe does not reflect, so a white dielectric under a uniform environment reflects exactly
+    what it receives (up to the LUT's ~1e-3 accuracy).
 
     Shapes: normal/view/light (..., 3), albedo (..., 3), roughness/metallic (..., 1) -> two (..., 3).
     """
@@ -218,6 +227,8 @@ def cook_torrance(
     front = (nv > 0) & (nl > 0)
     specular = torch.where(front, ndf * visibility * fresnel, torch.zeros_like(fresnel))
     diffuse = (1.0 - metallic) * albedo / math.pi
+    if energy_conserving:
+        diffuse = diffuse * (1.0 - specular_albedo(albedo, metallic, nv, roughness))
     diffuse = torch.where(front, diffuse, torch.zeros_like(diffuse)).expand_as(specular)
     return diffuse, specular
 
@@ -335,6 +346,7 @@ def shade_monte_carlo(
     num_diffuse: int = 64,
     num_specular: int = 64,
     generator: torch.Generator | None = None,
+    energy_conserving: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Reflected radiance (diffuse, specular), each (..., 3), by Monte-Carlo integration of :func:`cook_torrance`.
 
@@ -363,7 +375,7 @@ def shade_monte_carlo(
     mixture = num_diffuse * cosine_hemisphere_pdf(normal, light) + num_specular * ggx_reflection_pdf(
         normal, view, light, roughness
     )
-    diffuse_brdf, specular_brdf = cook_torrance(normal, view, light, albedo, roughness, metallic)
+    diffuse_brdf, specular_brdf = cook_torrance(normal, view, light, albedo, roughness, metallic, energy_conserving)
     weight = radiance(light) * _dot(normal, light).clamp(min=0.0) / mixture.clamp(min=_EPS)
     return (diffuse_brdf * weight).sum(-2), (specular_brdf * weight).sum(-2)
 
@@ -462,14 +474,25 @@ def shade_split_sum(
     n_dot_v: Tensor,
     diffuse_light: Tensor,
     specular_light: Tensor,
+    energy_conserving: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Split-sum image-based shading (NeRO stage I, UE4): returns (diffuse, specular) radiance, each (..., 3).
 
     diffuse = (1 - metallic) albedo L_diff, where L_diff is the cosine-weighted mean incident radiance
     (irradiance / pi); specular = (F0 A + B) L_spec with (A, B) from :func:`split_sum_lookup` and L_spec the
     incident radiance prefiltered with the GGX lobe around the reflected direction. albedo/lights (..., 3),
-    roughness/metallic/n_dot_v (..., 1).
+    roughness/metallic/n_dot_v (..., 1). ``energy_conserving`` as in :func:`cook_torrance`: the diffuse term is
+    scaled by 1 - (F0 A + B), so a white dielectric under a uniform light L returns exactly L.
     """
-    scale, bias = split_sum_lookup(n_dot_v, roughness)
-    specular = (base_reflectance(albedo, metallic) * scale + bias) * specular_light
-    return (1.0 - metallic) * albedo * diffuse_light, specular
+    albedo_specular = specular_albedo(albedo, metallic, n_dot_v, roughness)
+    diffuse = (1.0 - metallic) * albedo * diffuse_light
+    if energy_conserving:
+        diffuse = diffuse * (1.0 - albedo_specular)
+    return diffuse, albedo_specular * specular_light
+
+
+def specular_albedo(albedo: Tensor, metallic: Tensor, n_dot_v: Tensor, roughness: Tensor) -> Tensor:
+    """Directional albedo F0 A + B (..., 3) of the specular lobe: the fraction of a uniform environment it
+    reflects towards the view. albedo (..., 3), metallic/n_dot_v/roughness (..., 1)."""
+    scale, bias = split_sum_lookup(n_dot_v.clamp(0.0, 1.0), roughness)
+    return base_reflectance(albedo, metallic) * scale + bias
