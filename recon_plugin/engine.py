@@ -88,7 +88,8 @@ class ReconPipeline(VanillaPipeline):
         Here ``strict`` defaults to True; only an explicit ``strict=False`` (a caller that loads part of a
         model on purpose) keeps nerfstudio's lenient behaviour. nerfstudio itself drops no model keys:
         it strips the ``_model.`` prefix and DDP's ``module.``, and non-persistent buffers are never saved,
-        so nothing needs an exception.
+        so nothing needs an exception. The error comes after the matching tensors were copied: a pipeline
+        that raised is not usable.
         """
         if strict is False:
             super().load_state_dict(state_dict, strict=False)
