@@ -2,8 +2,9 @@
 
     recon-synth pbr OUT [--materials 16] [--samples-per-material 4] [--size 256] [--seed 0]
                         [--dirty-fraction 0.5] [--workers N] [--overwrite]
-    recon-synth rnb OUT [--shape blob] [--views 20] [--size 128] [--seed 0]
-                        [--albedo-scale-jitter 0] [--mask-bit-depth 8] [--overwrite]
+    recon-synth rnb OUT [--shape blob] [--views 20] [--size 128] [--seed 0] [--realism none|ps]
+                        [--normal-noise-deg D] [--normal-bias-deg D] [--albedo-scale-jitter F]
+                        [--no-masks] [--backdrop none|plane|box] [--mask-bit-depth 8] [--overwrite]
 
 One subcommand per output format; each is a dataclass with a ``main()`` method, registered in
 :data:`SUBCOMMANDS`.
@@ -18,7 +19,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-ShapeName = Literal["blob", "sphere", "torus", "dimpled_cube"]
+ShapeName = Literal["blob", "sphere", "torus", "dimpled_cube", "knot", "figure", "bowl"]
 
 
 @dataclass
@@ -34,9 +35,22 @@ class RnbCommand:
     size: int = 128
     """Image width and height in pixels."""
     seed: int = 0
-    """Seed for the camera spiral rotation and the albedo gains."""
-    albedo_scale_jitter: float = 0.0
+    """Seed for the camera spiral rotation, the albedo gains and the normal noise."""
+    realism: Literal["none", "ps"] = "none"
+    """Photometric-stereo realism preset; "ps": 4 deg noise, 2 deg bias, 0.15 albedo jitter. The options
+    below override it."""
+    normal_noise_deg: float | None = None
+    """Mean angle (deg) of independent per-pixel normal noise (writes mask_normal_uncertainty/)."""
+    normal_bias_deg: float | None = None
+    """RMS angle (deg) of a smooth per-view rotation field applied to the normals."""
+    albedo_scale_jitter: float | None = None
     """F > 0 multiplies each view's albedo by per-channel factors in [1-F, 1+F] (recorded in scene.json)."""
+    uncertainty_threshold_deg: float | None = None
+    """Noise angle (deg) above which a pixel is marked untrusted (default: twice the mean noise)."""
+    masks: bool = True
+    """Write mask/ (--no-masks: a capture without silhouettes)."""
+    backdrop: Literal["none", "plane", "box"] = "none"
+    """Textured backdrop in the background pixels: a floor ("plane") or a room ("box")."""
     mask_bit_depth: Literal[8, 16] = 8
     """Bit depth of the mask PNGs."""
     mesh_resolution: int = 256
@@ -58,6 +72,12 @@ class RnbCommand:
             mask_bit_depth=self.mask_bit_depth,
             mesh_resolution=self.mesh_resolution,
             overwrite=self.overwrite,
+            realism=self.realism,
+            normal_noise_deg=self.normal_noise_deg,
+            normal_bias_deg=self.normal_bias_deg,
+            uncertainty_threshold_deg=self.uncertainty_threshold_deg,
+            masks=self.masks,
+            backdrop=self.backdrop,
         )
 
 

@@ -183,24 +183,31 @@ def make_cameras(
     distance_factor: float = 3.0,
     fill: float = 0.85,
     max_elevation_deg: float = 70.0,
+    min_elevation_deg: float | None = None,
 ) -> list[Camera]:
     """``views`` cameras on a sphere around the object, all looking at its centre.
 
-    Directions follow a Fibonacci spiral over the band |elevation| <= ``max_elevation_deg``, so both
-    hemispheres are covered evenly and no camera sits at a pole; the seed only rotates the spiral
-    about the up axis. The cameras are ``distance_factor`` bounding radii away, and the focal length
-    makes the bounding sphere's image span ``fill`` of the image width (the object itself ~70%).
+    Directions follow a Fibonacci spiral over the elevation band [``min_elevation_deg``,
+    ``max_elevation_deg``] (by default symmetric, so both hemispheres are covered evenly and no camera
+    sits at a pole); the seed only rotates the spiral about the up axis. The cameras are
+    ``distance_factor`` bounding radii away, and the focal length makes the bounding sphere's image span
+    ``fill`` of the image width (the object itself ~70%).
 
     Args:
         size: image size in pixels, ``S`` (square) or ``(width, height)``.
+        min_elevation_deg: lower end of the band; None: ``-max_elevation_deg``.
     """
     if views < 1:
         raise ValueError("views must be >= 1")
+    low = -max_elevation_deg if min_elevation_deg is None else min_elevation_deg
+    if not -90.0 < low < max_elevation_deg < 90.0:
+        raise ValueError(f"camera elevation band [{low}, {max_elevation_deg}] deg must be increasing, within (-90, 90)")
     width, height = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng([seed, 1])
     azimuth_offset = rng.uniform(0.0, 2.0 * np.pi)
     i = np.arange(views) + 0.5
-    z = np.sin(np.radians(max_elevation_deg)) * (1.0 - 2.0 * i / views)
+    z_high, z_low = np.sin(np.radians(max_elevation_deg)), np.sin(np.radians(low))
+    z = z_high - (z_high - z_low) * i / views
     phi = i * np.pi * (3.0 - np.sqrt(5.0)) + azimuth_offset
     r = np.sqrt(1.0 - z * z)
     dirs = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)

@@ -23,10 +23,13 @@ import numpy as np
 __all__ = [
     "SHAPES",
     "Blob",
+    "Bowl",
     "DimpledCube",
+    "Figure",
     "Shape",
     "Sphere",
     "Torus",
+    "TrefoilKnot",
     "extract_mesh",
     "get_shape",
     "sample_grid",
@@ -263,6 +266,198 @@ class DimpledCube(Shape):
         return value, grad
 
 
+def _capsule_sdf(points: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact SDF of a capsule (segment ``a``-``b`` swept by a ball) and its gradient."""
+    axis = b - a
+    along = np.clip((points - a) @ axis / float(axis @ axis), 0.0, 1.0)
+    offset = points - a - along[:, None] * axis
+    norm = np.sqrt(np.einsum("ij,ij->i", offset, offset))
+    return norm - radius, offset / np.maximum(norm, _EPS)[:, None]
+
+
+class TrefoilKnot(Shape):
+    """A tube of radius ``tube_radius`` around a trefoil knot: thin, self-occluding, with tight gaps.
+
+    Centre curve ``c(s) = scale · (sin s + 2 sin 2s, cos s - 2 cos 2s, -sin 3s)``. Near the surface the
+    SDF is exact: ``|p - c(s*)| - r`` with ``s*`` the parameter of the closest curve point, found from
+    the nearest of ``samples`` curve points (k-d tree) and refined by Newton steps on
+    ``(c(s) - p) · c'(s) = 0``; the gradient ``(p - c(s*)) / |p - c(s*)|`` is exact by the envelope
+    theorem. If the refined distance is below half the closest approach of distinct strands (~0.29 at
+    the defaults), no other strand can hold a closer point, so the value is trusted within
+    :attr:`exact_reach` of the curve (checked against a dense brute-force search in the tests).
+    Farther out the value is ``|p - nearest sample| - δ - r`` with ``δ`` half the longest arc between
+    samples: a 1-Lipschitz lower bound of the distance, all that sphere tracing and the narrow-band grid
+    need, and much cheaper than a global closest-point search.
+    """
+
+    name = "knot"
+    #: Closest approach of two points of the unit trefoil more than 0.8 apart in s (measured densely).
+    _UNIT_STRAND_GAP = 1.21
+
+    def __init__(self, tube_radius: float = 0.075, curve_scale: float = 0.24, samples: int = 256) -> None:
+        from scipy.spatial import cKDTree
+
+        self.tube_radius = float(tube_radius)
+        self.curve_scale = float(curve_scale)
+        self._params = np.linspace(0.0, 2.0 * np.pi, samples, endpoint=False)
+        self._step = 2.0 * np.pi / samples
+        self._tree = cKDTree(self._curve(self._params)[0])
+        # Longest arc between consecutive samples, from a 32x finer polyline (+1 % for the chords).
+        fine = self._curve(np.linspace(0.0, 2.0 * np.pi, 32 * samples + 1))[0]
+        arcs = np.add.reduceat(np.linalg.norm(np.diff(fine, axis=0), axis=1), np.arange(0, 32 * samples, 32))
+        self._half_arc = 0.505 * float(arcs.max())
+        self.exact_reach = 0.475 * self._UNIT_STRAND_GAP * self.curve_scale
+        if self.tube_radius >= self.exact_reach:
+            raise ValueError(f"knot tube radius {tube_radius} is too thick for curve scale {curve_scale}")
+
+    def _curve(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Curve points, first and second derivatives at parameters ``s`` (each (N, 3))."""
+        angles = np.asarray(s)[..., None] * np.array([1.0, 2.0, 3.0])
+        (sin1, sin2, sin3), (cos1, cos2, cos3) = np.moveaxis(np.sin(angles), -1, 0), np.moveaxis(np.cos(angles), -1, 0)
+        point = np.stack([sin1 + 2 * sin2, cos1 - 2 * cos2, -sin3], axis=-1)
+        first = np.stack([cos1 + 4 * cos2, -sin1 + 4 * sin2, -3 * cos3], axis=-1)
+        second = np.stack([-sin1 - 8 * sin2, -cos1 + 8 * cos2, 9 * sin3], axis=-1)
+        return self.curve_scale * point, self.curve_scale * first, self.curve_scale * second
+
+    @property
+    def bounding_radius(self) -> float:
+        # max |c(s)| of the unit trefoil is 3 (at s = pi/2 + k 2pi/3).
+        return 3.0 * self.curve_scale + self.tube_radius
+
+    def _refine(self, points: np.ndarray, s: np.ndarray, steps: int = 5) -> np.ndarray:
+        """Newton steps on ``(c(s) - p) · c'(s) = 0`` from parameters ``s`` next to the closest point."""
+        for _ in range(steps):
+            curve, first, second = self._curve(s)
+            diff = curve - points
+            slope = np.einsum("ij,ij->i", diff, first)
+            curvature = np.einsum("ij,ij->i", first, first) + np.einsum("ij,ij->i", diff, second)
+            # Newton only where the squared distance is convex in s; steps stay within one sample spacing.
+            step = np.where(curvature > 0.0, -slope / np.where(curvature > 0.0, curvature, 1.0), 0.0)
+            s = s + np.clip(step, -self._step, self._step)
+        return s
+
+    def sdf_and_gradient(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = _as_points(points)
+        sample_distance, index = self._tree.query(p)
+        offset = p - self._tree.data[index]
+        distance = sample_distance - self._half_arc
+        near = np.flatnonzero(sample_distance < self.exact_reach + self._half_arc)
+        refined = p[near] - self._curve(self._refine(p[near], self._params[index[near]]))[0]
+        refined_norm = np.sqrt(np.einsum("ij,ij->i", refined, refined))
+        near, refined, refined_norm = (a[refined_norm < self.exact_reach] for a in (near, refined, refined_norm))
+        offset[near] = refined
+        distance[near] = refined_norm
+        norm = np.sqrt(np.einsum("ij,ij->i", offset, offset))
+        return distance - self.tube_radius, offset / np.maximum(norm, _EPS)[:, None]
+
+
+class Figure(Shape):
+    """A standing figure: torso, neck and head with thin arms and legs (capsules, smooth unions).
+
+    Forearms and shins have radius 0.04, ~5 % of the bounding radius; armpits, the crotch, the bent
+    elbows and the neck make concave folds. Each part is an exact capsule (or sphere) SDF; the parts
+    are joined by the polynomial smooth minimum, so the implicit is an exact distance away from the
+    joints and a 1-Lipschitz lower bound of it inside the narrow blend bands (width ``k``).
+    """
+
+    name = "figure"
+
+    def __init__(self) -> None:
+        # (start, end, radius); z is up, the figure faces +y. Left/right limbs are not mirror images,
+        # so no view is degenerate.
+        self.body = [
+            ((0.0, 0.0, -0.16), (0.0, 0.0, 0.18), 0.13),  # torso
+            ((-0.11, 0.0, 0.22), (0.11, 0.0, 0.22), 0.09),  # shoulders
+            ((-0.07, 0.0, -0.2), (0.07, 0.0, -0.2), 0.09),  # hips
+            ((0.0, 0.0, 0.3), (0.0, 0.01, 0.42), 0.05),  # neck
+        ]
+        self.head_center, self.head_radius = np.array([0.0, 0.02, 0.52]), 0.11
+        self.limbs = [
+            ((0.17, 0.0, 0.24), (0.33, 0.06, 0.04), 0.05),  # right upper arm
+            ((0.33, 0.06, 0.04), (0.38, 0.26, -0.08), 0.04),  # right forearm, bent forward
+            ((-0.17, 0.0, 0.24), (-0.36, -0.02, 0.06), 0.05),  # left upper arm
+            ((-0.36, -0.02, 0.06), (-0.5, 0.0, -0.14), 0.04),  # left forearm
+            ((0.08, 0.0, -0.26), (0.13, 0.05, -0.5), 0.06),  # right thigh
+            ((0.13, 0.05, -0.5), (0.15, -0.02, -0.73), 0.04),  # right shin
+            ((-0.08, 0.0, -0.26), (-0.16, -0.03, -0.5), 0.06),  # left thigh
+            ((-0.16, -0.03, -0.5), (-0.2, 0.02, -0.73), 0.04),  # left shin
+        ]
+        self.body_k = 0.04
+        self.limb_k = 0.02
+
+    @property
+    def bounding_radius(self) -> float:
+        parts = [np.linalg.norm(self.head_center) + self.head_radius]
+        for a, b, r in self.body + self.limbs:
+            parts += [np.linalg.norm(a) + r, np.linalg.norm(b) + r]
+        return float(max(parts) + max(self.body_k, self.limb_k) / 4.0)
+
+    def sdf_and_gradient(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = _as_points(points)
+        value, grad = _sphere_sdf(p, self.head_center, self.head_radius)
+        for a, b, r in self.body:
+            part, part_grad = _capsule_sdf(p, np.asarray(a), np.asarray(b), r)
+            value, grad = smooth_min(value, grad, part, part_grad, self.body_k)
+        for a, b, r in self.limbs:
+            part, part_grad = _capsule_sdf(p, np.asarray(a), np.asarray(b), r)
+            value, grad = smooth_min(value, grad, part, part_grad, self.limb_k)
+        return value, grad
+
+
+class Bowl(Shape):
+    """A thin-walled bowl, tilted so cameras above and below see into it: a concave cavity.
+
+    The wall is a spherical cap (radius ``radius``, cut at height ``cut`` above its centre, so the
+    rim curls slightly inwards) thickened by ``thickness`` on both sides, with a round rim. Exact
+    SDF in the bowl's frame, with ρ = |(x, y)|: where the point's direction lies within the cap's
+    angular span the distance is ``||p| - R|``, elsewhere it is the distance to the rim circle. A foot
+    ring (a torus, smooth-unioned with blend width ``foot_k``) adds a concave crease underneath; away
+    from that narrow band the implicit is the exact distance.
+    """
+
+    name = "bowl"
+
+    def __init__(
+        self, radius: float = 0.66, cut: float = 0.12, thickness: float = 0.04, tilt_deg: float = 35.0
+    ) -> None:
+        if not 0.0 <= abs(cut) < radius:
+            raise ValueError("the bowl's cut height must lie inside its sphere")
+        self.radius = float(radius)
+        self.cut = float(cut)
+        self.thickness = float(thickness)
+        self.rim_radius = float(np.sqrt(radius * radius - cut * cut))
+        self.foot = Torus(major_radius=0.25, minor_radius=0.035)
+        self.foot_offset = np.array([0.0, 0.0, -radius])
+        self.foot_k = 0.03
+        #: canonical -> bowl frame: rotation about x.
+        self.rotation = _rotation_xyz(np.radians(tilt_deg), 0.0, 0.0)
+
+    @property
+    def bounding_radius(self) -> float:
+        foot_reach = np.hypot(self.foot.major_radius, self.radius) + self.foot.minor_radius
+        return float(max(self.radius + self.thickness, foot_reach) + self.foot_k / 4.0)
+
+    def sdf_and_gradient(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = _as_points(points) @ self.rotation  # rows: R^T p, the point in the bowl's frame
+        rho = np.sqrt(p[:, 0] ** 2 + p[:, 1] ** 2)
+        radial = p[:, :2] / np.maximum(rho, _EPS)[:, None]
+        length = np.sqrt(rho * rho + p[:, 2] ** 2)
+        on_cap = self.cut * rho > self.rim_radius * p[:, 2]
+        # Cap: distance to the sphere, gradient ± the radial direction.
+        sign = np.where(length >= self.radius, 1.0, -1.0)
+        cap_grad = sign[:, None] * p / np.maximum(length, _EPS)[:, None]
+        # Rim: distance to the circle (rim_radius, cut) in the (ρ, z) half-plane.
+        d_rho, d_z = rho - self.rim_radius, p[:, 2] - self.cut
+        rim_len = np.sqrt(d_rho * d_rho + d_z * d_z)
+        inv = 1.0 / np.maximum(rim_len, _EPS)
+        rim_grad = np.concatenate([(d_rho * inv)[:, None] * radial, (d_z * inv)[:, None]], axis=1)
+        distance = np.where(on_cap, np.abs(length - self.radius), rim_len)
+        grad = np.where(on_cap[:, None], cap_grad, rim_grad)
+        foot, foot_grad = self.foot.sdf_and_gradient(p - self.foot_offset)
+        value, grad = smooth_min(distance - self.thickness, grad, foot, foot_grad, self.foot_k)
+        return value, grad @ self.rotation.T
+
+
 def _rotation_xyz(ax: float, ay: float, az: float) -> np.ndarray:
     """Rotation matrix R = Rz(az) Ry(ay) Rx(ax) (radians)."""
     cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
@@ -339,6 +534,9 @@ SHAPES: dict[str, type[Shape]] = {
     "torus": Torus,
     "blob": Blob,
     "dimpled_cube": DimpledCube,
+    "knot": TrefoilKnot,
+    "figure": Figure,
+    "bowl": Bowl,
 }
 
 
