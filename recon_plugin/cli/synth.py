@@ -5,6 +5,8 @@
     recon-synth rnb OUT [--shape blob] [--views 20] [--size 128] [--seed 0] [--realism none|ps]
                         [--normal-noise-deg D] [--normal-bias-deg D] [--albedo-scale-jitter F]
                         [--no-masks] [--backdrop none|plane|box] [--mask-bit-depth 8] [--overwrite]
+    recon-synth glossy OUT [--shape blob] [--views 48] [--size 128] [--samples 256] [--seed 0]
+                           [--interreflection] [--transforms-json] [--overwrite]
 
 One subcommand per output format; each is a dataclass with a ``main()`` method, registered in
 :data:`SUBCOMMANDS`.
@@ -121,8 +123,58 @@ class PbrCommand:
         )
 
 
+@dataclass
+class GlossyCommand:
+    """Render a glossy object under an HDR environment into NeRO's GlossySynthetic layout (k.png, k-camera.pkl,
+    k-depth.png), with gt_mesh.ply, gt_materials.npz, the environment maps and relit test views."""
+
+    out: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="OUT")]
+    """Output folder (created; must be missing or empty unless --overwrite)."""
+    shape: ShapeName = "blob"
+    """Object to render."""
+    views: int = 48
+    """Number of cameras, spread over a sphere around the object; every 8th is a relit test view."""
+    size: int = 128
+    """Image width and height in pixels."""
+    samples: int = 256
+    """Monte-Carlo directions per pixel (the measured noise goes to scene.json)."""
+    seed: int = 0
+    """Seed for the cameras, the environment lights and the Monte-Carlo streams."""
+    environment: Literal["outdoor", "studio"] = "outdoor"
+    """Procedural environment of the training views."""
+    relight_environment: Literal["outdoor", "studio"] = "studio"
+    """Procedural environment of the relit test views."""
+    interreflection: bool = False
+    """Trace secondary rays against the object (one bounce); several times slower."""
+    transforms_json: bool = False
+    """Also write nerfstudio's transforms.json (+ sparse_pc.ply of surface points) for the same views."""
+    mesh_resolution: int = 256
+    """Marching-cubes resolution of the ground-truth mesh."""
+    overwrite: bool = False
+    """Replace a non-empty OUT folder."""
+
+    def main(self) -> None:
+        """Writes the scene."""
+        from recon_plugin.data.synthetic.glossy import write_glossy_scene
+
+        write_glossy_scene(
+            self.out,
+            shape=self.shape,
+            views=self.views,
+            size=self.size,
+            samples=self.samples,
+            seed=self.seed,
+            environment=self.environment,
+            relight_environment=self.relight_environment,
+            interreflection=self.interreflection,
+            transforms_json=self.transforms_json,
+            mesh_resolution=self.mesh_resolution,
+            overwrite=self.overwrite,
+        )
+
+
 #: Subcommand name -> command dataclass (``nero`` and ``pbr`` slot in here).
-SUBCOMMANDS: dict[str, type] = {"rnb": RnbCommand, "pbr": PbrCommand}
+SUBCOMMANDS: dict[str, type] = {"rnb": RnbCommand, "pbr": PbrCommand, "glossy": GlossyCommand}
 
 
 def entrypoint(args: list[str] | None = None) -> None:

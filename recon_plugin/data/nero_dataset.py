@@ -1,0 +1,40 @@
+"""Dataset for nero-data: the RGB image, plus the foreground mask as ``fg_mask`` when the data has one."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import cv2
+import numpy as np
+import torch
+from nerfstudio.data.datasets.base_dataset import InputDataset
+
+from recon_plugin.data.nero_dataparser import load_foreground_mask
+
+
+class NeroDataset(InputDataset):
+    """Per view: ``image`` (H, W, 3; an alpha channel is dropped) and, when the dataparser found masks
+    (GlossySynthetic depth maps, transforms.json ``mask_path`` files or the images' alpha), ``fg_mask``
+    (H, W, 1) float, 1 on the object.
+
+    The silhouette is called ``fg_mask``, not ``mask``: nerfstudio's pixel sampler would otherwise draw
+    rays only inside it, and NeRO needs the background rays.
+    """
+
+    def get_image_float32(self, image_idx: int) -> torch.Tensor:
+        image = super().get_image_float32(image_idx)
+        return image[..., :3]
+
+    def get_image_uint8(self, image_idx: int) -> torch.Tensor:
+        image = super().get_image_uint8(image_idx)
+        return image[..., :3]
+
+    def get_metadata(self, data: Dict) -> Dict:
+        filenames = self.metadata.get("fg_mask_filenames")
+        if filenames is None:
+            return {}
+        mask = load_foreground_mask(filenames[data["image_idx"]], self.metadata["fg_mask_kind"])
+        height, width = data["image"].shape[:2]
+        if mask.shape != (height, width):
+            mask = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+        return {"fg_mask": torch.from_numpy(mask[..., None].astype(np.float32))}
