@@ -112,7 +112,7 @@ def _tiles_or_bricks(rng: np.random.Generator, size: int, bricks: bool) -> tuple
     albedo = inside[..., None] * cell_colour + (1.0 - inside[..., None]) * grout_colour
     rough_cell = rng.uniform(0.15, 0.5) if not bricks else rng.uniform(0.6, 0.85)
     roughness = inside * (rough_cell + 0.15 * (noise - 0.5)) + (1.0 - inside) * rng.uniform(0.8, 0.95)
-    height = 0.01 * inside + 0.002 * noise * inside
+    height = 0.02 * inside + 0.006 * noise * inside
     return albedo, roughness, np.zeros_like(roughness), height
 
 
@@ -135,7 +135,7 @@ def _planks(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
     albedo = (dark + (light - dark) * grain[..., None]) * tint[..., None] * inside[..., None]
     albedo += (1.0 - inside[..., None]) * dark * 0.4
     roughness = rng.uniform(0.35, 0.65) + 0.15 * (grain - 0.5)
-    height = 0.006 * inside + 0.0008 * grain
+    height = 0.012 * inside + 0.003 * grain
     return albedo, roughness, np.zeros_like(roughness), height
 
 
@@ -166,7 +166,7 @@ def _brushed_metal(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...
     scratches = _scratches(rng, size, int(rng.integers(0, 40)))
     albedo = base[None, None] * (0.9 + 0.1 * brushed[..., None]) * (1.0 - 0.25 * scratches[..., None])
     roughness = rng.uniform(0.15, 0.45) + 0.15 * (brushed - 0.5) + 0.3 * scratches
-    height = 0.0015 * brushed - 0.003 * scratches
+    height = 0.006 * brushed - 0.01 * scratches
     return albedo, roughness, np.ones_like(roughness), height
 
 
@@ -187,7 +187,7 @@ def _painted_metal(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...
     )
     roughness = painted * rng.uniform(0.25, 0.55) + rust * (0.8 + 0.15 * detail) + chipped * rng.uniform(0.25, 0.4)
     metallic = chipped
-    height = 0.003 * painted + 0.002 * rust * detail
+    height = 0.012 * painted + 0.02 * rust * detail
     return albedo, roughness, metallic, height
 
 
@@ -198,7 +198,7 @@ def _weave(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
     over = (np.floor(x) + np.floor(y)) % 2 == 0
     across = np.abs(np.sin(np.pi * y))  # warp thread profile
     along = np.abs(np.sin(np.pi * x))  # weft thread profile
-    height = 0.004 * np.where(over, across, along)
+    height = 0.006 * np.where(over, across, along)
     warp_colour = rng.uniform(0.1, 0.9, 3).astype(np.float32)
     weft_colour = _jitter_colour(rng, warp_colour, 0.4) if rng.random() < 0.5 else rng.uniform(0.1, 0.9, 3)
     fibre = _fbm(rng, size, base_cells=32, octaves=2)
@@ -217,7 +217,7 @@ def _stone(rng: np.random.Generator, size: int) -> tuple[np.ndarray, ...]:
     base = np.array([rng.uniform(0.35, 0.7)] * 3, np.float32) * rng.uniform(0.85, 1.15, 3).astype(np.float32)
     albedo = base * (0.7 + 0.5 * shape[..., None]) * (0.9 + 0.2 * detail[..., None]) * (1.0 - 0.6 * crack[..., None])
     roughness = rng.uniform(0.55, 0.85) + 0.2 * (detail - 0.5) + 0.1 * crack
-    height = 0.02 * shape + 0.003 * detail - 0.004 * crack
+    height = 0.06 * shape + 0.01 * detail - 0.01 * crack
     return albedo, roughness, np.zeros_like(roughness), height
 
 

@@ -1,0 +1,255 @@
+"""pbr-fusion: target ranges, split by material, output sizes, GAN/generator steps, resume, and the stock tools
+(ns-train, ns-eval's metrics, recon-pbr-infer with a validated .glb) on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recon_plugin.data.image_io import decode_normals, read_image
+from recon_plugin.data.synthetic.pbr import write_pbr_dataset
+from recon_plugin.methods.pbr_fusion.config import (
+    pbr_fusion_config,
+    pbr_fusion_lightweight_config,
+    pbr_fusion_small_config,
+)
+from recon_plugin.methods.pbr_fusion.data import PbrDatasetError, split_materials
+from recon_plugin.methods.pbr_fusion.datamanager import PbrDataManagerConfig
+from recon_plugin.methods.pbr_fusion.networks import check_input_size
+
+BIN = Path(sys.executable).parent
+ENV = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"} | {"PYTHONWARNINGS": "ignore"}
+RESOLUTION = 32
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pbr_data") / "data"
+    write_pbr_dataset(root, materials=4, samples_per_material=2, size=RESOLUTION, dirty_fraction=1.0, environments=1,
+                      workers=1, log=None)  # fmt: skip
+    return root
+
+
+def small_config(data: Path, out: Path, gan_start_step: int = 0, iterations: int = 10):
+    config = pbr_fusion_small_config()
+    config.pipeline.datamanager.data = data
+    config.pipeline.datamanager.resolution = RESOLUTION
+    config.pipeline.datamanager.eval_fraction = 0.25
+    config.pipeline.datamanager.train_batch_size = 2
+    config.pipeline.model.gan_start_step = gan_start_step
+    config.machine.device_type = "cpu"
+    config.output_dir = out
+    config.timestamp = "t"
+    config.max_num_iterations = iterations
+    config.steps_per_eval_batch = 10**9
+    config.steps_per_eval_image = 10**9
+    return config
+
+
+def setup_trainer(config):
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    return trainer
+
+
+def test_targets_are_in_the_prediction_ranges(data):
+    """The original normalised targets to [-1, 1] against sigmoid predictions; ours are the file values."""
+    manager = PbrDataManagerConfig(data=data, resolution=RESOLUTION, eval_fraction=0.25).setup(device="cpu")
+    views, batch = manager.next_train(0)
+    assert views.shape == (4, 3, 3, RESOLUTION, RESOLUTION) and 0.0 <= views.min() and views.max() <= 1.0
+    index = int(batch["sample_index"][0])
+    material = manager.train_dataset.records[index].material
+    folder = data / "output" / material
+    albedo = torch.from_numpy(read_image(folder / "albedo.png")).permute(2, 0, 1)
+    roughness = torch.from_numpy(read_image(folder / "roughness.png"))
+    normal = torch.from_numpy(decode_normals(read_image(folder / "normal.png"))).permute(2, 0, 1)
+    torch.testing.assert_close(batch["albedo"][0], albedo)
+    torch.testing.assert_close(batch["roughness"][0, 0], roughness)
+    torch.testing.assert_close(batch["normal"][0], normal, atol=1e-3, rtol=0)
+    for name in ("albedo", "roughness", "metallic"):
+        assert batch[name].min() >= 0.0 and batch[name].max() <= 1.0, name
+    torch.testing.assert_close(batch["normal"].norm(dim=1), torch.ones(4, RESOLUTION, RESOLUTION))
+
+    model = small_config(data, Path("unused")).pipeline.model.setup(
+        scene_box=manager.train_dataset.scene_box, num_train_data=4, metadata=manager.train_dataset.metadata,
+        device="cpu")  # fmt: skip
+    outputs = model.get_outputs(views)
+    for name in ("albedo", "roughness", "metallic"):
+        assert outputs[name].shape == batch[name].shape and outputs[name].min() >= 0 and outputs[name].max() <= 1
+    torch.testing.assert_close(outputs["normal"].norm(dim=1), torch.ones(4, RESOLUTION, RESOLUTION))
+    # A perfect prediction has zero loss and perfect metrics: the ranges agree map by map.
+    perfect = {k: batch[k] for k in ("albedo", "roughness", "metallic", "normal")} | {"views": views}
+    losses = model.reconstruction_losses(perfect, batch)
+    assert all(float(v) < 1e-5 for v in losses.values()), losses
+    metrics = model.map_metrics(perfect, batch)
+    assert metrics["albedo_psnr"] > 90 and metrics["normal_angle_mean"] < 0.1
+
+
+def test_split_is_by_material_and_seeded(data):
+    manager = PbrDataManagerConfig(data=data, resolution=RESOLUTION, eval_fraction=0.25, render_curriculum=1).setup()
+    train = {r.material for r in manager.train_dataset.records}
+    held_out = {r.material for r in manager.eval_dataset.records}
+    assert train and held_out and not train & held_out
+    assert len(train | held_out) == 4
+    # Curriculum 1 serves clean and dirty renders; both of a sample stay on its material's side.
+    assert {r.variant for r in manager.train_dataset.records} == {"clean", "dirty"}
+    names = [f"m{i}" for i in range(10)]
+    assert split_materials(names, 0.3, seed=1) == split_materials(names, 0.3, seed=1)
+    assert len({tuple(split_materials(names, 0.3, seed=s)[1]) for s in range(5)}) > 1
+    with pytest.raises(PbrDatasetError, match="at least 2 materials"):
+        split_materials(["only"], 0.5, seed=0)
+
+
+@pytest.mark.parametrize("make", [pbr_fusion_config, pbr_fusion_small_config, pbr_fusion_lightweight_config])
+def test_output_size_equals_target_size_for_every_preset(make):
+    config = make()
+    resolution = config.pipeline.datamanager.resolution
+    check_input_size(resolution, resolution, config.pipeline.model.encoder_stride)
+    model = config.pipeline.model.setup(scene_box=None, num_train_data=0, metadata={}, device="cpu")
+    model.eval()
+    with torch.no_grad():
+        outputs = model.get_outputs(torch.rand(1, 3, 3, resolution, resolution))
+    for name, channels in (("albedo", 3), ("roughness", 1), ("metallic", 1), ("normal", 3)):
+        assert outputs[name].shape == (1, channels, resolution, resolution), (name, outputs[name].shape)
+    with pytest.raises(ValueError, match="multiple of"):
+        check_input_size(resolution + 8, resolution, config.pipeline.model.encoder_stride)
+
+
+def _snapshot(module: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def _changed(before: dict, module: torch.nn.Module) -> set:
+    return {k for k, v in module.named_parameters() if not torch.equal(before[k], v.detach())}
+
+
+def test_gan_step_updates_only_the_discriminator_and_generator_step_only_the_generator(data, tmp_path):
+    trainer = setup_trainer(small_config(data, tmp_path))
+    model = trainer.pipeline.model
+    g0, d0 = _snapshot(model.generator), _snapshot(model.discriminator)
+    metrics = trainer.discriminator_iteration(step=0)
+    assert torch.isfinite(metrics["discriminator_loss"])
+    assert not _changed(g0, model.generator)
+    # Most of D moves (biases followed by GroupNorm, or the last one under hinge at init, get exactly zero gradient).
+    assert len(_changed(d0, model.discriminator)) > 0.5 * len(d0)
+
+    g1, d1 = _snapshot(model.generator), _snapshot(model.discriminator)
+    _, loss_dict, _ = trainer.generator_iteration(step=0)
+    assert "gan_loss" in loss_dict  # the adversarial term reached the generator...
+    assert not _changed(d1, model.discriminator)  # ...without moving the discriminator
+    assert len(_changed(g1, model.generator)) > 0.9 * len(g1)
+    assert all(p.requires_grad for p in model.discriminator.parameters())
+
+
+def test_resume_continues_exactly_like_the_uninterrupted_run(data, tmp_path):
+    config = small_config(data, tmp_path, gan_start_step=1)
+    trainer = setup_trainer(config)
+    for step in range(3):
+        trainer.train_iteration(step)
+    trainer.save_checkpoint(2)
+    expected, expected_dict, _ = trainer.train_iteration(3)
+
+    resumed_config = small_config(data, tmp_path, gan_start_step=1)
+    resumed_config.load_dir = trainer.checkpoint_dir
+    resumed = setup_trainer(resumed_config)
+    assert resumed._start_step == 3
+    loss, loss_dict, _ = resumed.train_iteration(3)
+    assert set(loss_dict) == set(expected_dict) and "gan_loss" in loss_dict
+    assert float(loss.detach()) == float(expected.detach()), (float(loss.detach()), float(expected.detach()))
+
+
+def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout)
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, command))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pbr_run")
+    run(
+        [
+            str(BIN / "ns-train"), "pbr-fusion-small", "--data", str(data),
+            "--output-dir", str(root / "runs"), "--timestamp", "e2e",
+            "--max-num-iterations", "4", "--steps-per-eval-batch", "2", "--steps-per-eval-image", "2",
+            "--steps-per-save", "100",
+            "--pipeline.datamanager.resolution", str(RESOLUTION),
+            "--pipeline.datamanager.eval-fraction", "0.25",
+            "--pipeline.model.gan-start-step", "1",
+        ],
+        cwd=root,
+    )  # fmt: skip
+    return next((root / "runs").glob("*/pbr-fusion-small/e2e/config.yml"))
+
+
+def test_ns_train_evaluates_and_saves_a_checkpoint(trained):
+    checkpoints = list((trained.parent / "nerfstudio_models").glob("step-*.ckpt"))
+    assert checkpoints, "no checkpoint written"
+    events = list(trained.parent.glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    # Metrics of the eval-image step (per map, and the baseline) reached tensorboard.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(trained.parent))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    for tag in ("albedo_psnr", "normal_angle_median", "baseline_albedo_psnr", "roughness_rmse"):
+        assert f"Eval Images Metrics/{tag}" in tags, sorted(tags)[:20]
+
+
+def _validate_glb(path: Path, tmp_path: Path) -> dict:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node/npm not available: cannot run the Khronos glTF validator")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "recon_plugin" / "gltf-validator"
+    if not (cache / "node_modules" / "gltf-validator").is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        install = subprocess.run([npm, "install", "--silent", "gltf-validator"], cwd=cache, capture_output=True,
+                                 text=True, timeout=300)  # fmt: skip
+        if install.returncode != 0:
+            pytest.skip(f"npm install gltf-validator failed (offline?): {install.stderr[-300:]}")
+    script = tmp_path / "validate.js"
+    script.write_text(
+        "const fs = require('fs');\n"
+        "const validator = require('gltf-validator');\n"
+        "validator.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2])))\n"
+        "  .then((r) => console.log(JSON.stringify(r.issues)))\n"
+        "  .catch((e) => { console.error(e); process.exit(2); });\n"
+    )
+    result = subprocess.run([node, str(script), str(path)], cwd=cache, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "NODE_PATH": str(cache / "node_modules")})  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_inference_writes_the_four_maps_and_a_valid_glb(trained, data, tmp_path):
+    sample = data / "input" / "clean" / "sample_0000"
+    out = tmp_path / "maps"
+    run([str(BIN / "recon-pbr-infer"), "--load-config", str(trained), *(str(sample / f"{v}.png") for v in range(3)),
+         "--output-dir", str(out)], cwd=tmp_path)  # fmt: skip
+    albedo = read_image(out / "albedo.png")
+    assert albedo.shape == (RESOLUTION, RESOLUTION, 3)
+    assert read_image(out / "roughness.png").shape == (RESOLUTION, RESOLUTION)
+    assert read_image(out / "metallic.png").shape == (RESOLUTION, RESOLUTION)
+    normal = decode_normals(read_image(out / "normal.png"))
+    np.testing.assert_allclose(np.linalg.norm(normal, axis=-1), 1.0, atol=1e-3)
+    issues = _validate_glb(out / "material.glb", tmp_path)
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
+
+
+def test_inference_names_a_missing_view(trained, tmp_path):
+    result = subprocess.run(
+        [str(BIN / "recon-pbr-infer"), "--load-config", str(trained), "a.png", "b.png", "c.png", "--output-dir",
+         str(tmp_path / "o")], capture_output=True, text=True, cwd=tmp_path, env=ENV)  # fmt: skip
+    assert result.returncode == 1 and "a.png: input view not found" in result.stderr
+    assert not (tmp_path / "o").exists()
