@@ -123,6 +123,23 @@ def test_output_size_equals_target_size_for_every_preset(make):
         check_input_size(resolution + 8, resolution, config.pipeline.model.encoder_stride)
 
 
+def test_pretrained_encoder_weights_load_from_a_local_file(tmp_path):
+    import torchvision
+
+    from recon_plugin.methods.pbr_fusion.networks import ResNetEncoder
+
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    encoder = ResNetEncoder("resnet18", stride=2, weights_path=tmp_path / "resnet18.pth")
+    torch.testing.assert_close(encoder.stem[0].weight, reference.conv1.weight)
+    torch.testing.assert_close(encoder.layers[3][1].conv2.weight, reference.layer4[1].conv2.weight)
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth: not a torchvision resnet18"):
+        ResNetEncoder("resnet18", weights_path=tmp_path / "other.pth")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        ResNetEncoder("resnet18", weights_path=tmp_path / "missing.pth")
+
+
 def _snapshot(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.named_parameters()}
 
@@ -132,7 +149,10 @@ def _changed(before: dict, module: torch.nn.Module) -> set:
 
 
 def test_gan_step_updates_only_the_discriminator_and_generator_step_only_the_generator(data, tmp_path):
-    trainer = setup_trainer(small_config(data, tmp_path))
+    config = small_config(data, tmp_path)
+    config.vis = "viewer"  # no 3-D scene to show: must fall back to tensorboard instead of crashing
+    trainer = setup_trainer(config)
+    assert trainer.config.vis == "tensorboard" and trainer.viewer_state is None
     model = trainer.pipeline.model
     g0, d0 = _snapshot(model.generator), _snapshot(model.discriminator)
     metrics = trainer.discriminator_iteration(step=0)
