@@ -144,3 +144,28 @@ def test_cli_refuses_a_non_empty_folder_and_writes_nothing(tmp_path: Path, capsy
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene"]
+
+
+def _black_rough(canonical: np.ndarray):
+    count = len(canonical)
+    return np.zeros((count, 3)), np.full(count, 0.3), np.zeros(count)
+
+
+def test_interreflection_occludes_only_where_the_object_sees_itself():
+    env = torch.ones(8, 16, 3)  # uniform unit environment; black rough dielectric: specular reflection only
+    # Inner equator of the torus, looking across the hole: its mirror lobe lands on the opposite wall,
+    # which sends back only its own dim reflection instead of the environment's unit radiance.
+    torus = make_scene("torus")
+    canonical = np.array([[torus.shape.major_radius - torus.shape.minor_radius, 0.0, 0.0]])
+    normal = np.array([[-1.0, 0.0, 0.0]])
+    args = (torus.to_world(canonical), normal, normal, canonical)
+    open_sky = GlossyRenderer(torus, env, 64, materials=_black_rough).shade(*args, seed=1)
+    bounced = GlossyRenderer(torus, env, 64, interreflection=True, materials=_black_rough).shade(*args, seed=2)
+    assert 0.03 < open_sky.mean() < 0.06 and bounced.mean() < 0.3 * open_sky.mean()
+    # A convex sphere never sees itself: tracing changes nothing beyond Monte-Carlo noise.
+    sphere = make_scene("sphere")
+    gbuffer = render_gbuffer(sphere, make_cameras(sphere, 1, 12)[0])
+    mask = gbuffer["mask"]
+    plain = GlossyRenderer(sphere, env, 64, materials=_black_rough).render(gbuffer, seed=1)[mask]
+    traced = GlossyRenderer(sphere, env, 64, interreflection=True, materials=_black_rough).render(gbuffer, seed=2)[mask]
+    assert abs(traced.mean() - plain.mean()) < 0.02 * plain.mean()
