@@ -450,6 +450,32 @@ def test_waiting_get_frames_hold_no_server_thread():
                 client.close()
 
 
+def test_close_does_not_wait_for_waiting_get_frames():
+    """Stopping the server answers a get_frame that waits for a frame instead of serving on until its wait ends."""
+    queue = RenderQueue(make_analytic_model(), ladder=ResolutionLadder.from_sizes([(8, 4)]))
+    with queue:
+        server = RenderServer(queue, port=0, max_wait_seconds=300).start()
+        outcome: list = []
+
+        def wait() -> None:
+            with RenderClient(server.url) as client:
+                try:
+                    outcome.append(client.get_frame(timeout=300))
+                except Exception as error:
+                    outcome.append(error)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        deadline = time.monotonic() + 60
+        while server.stats()["waiting_get_frame"] < 1:
+            assert time.monotonic() < deadline, server.stats()
+            time.sleep(0.01)
+        server.close(timeout=60)
+        waiter.join(60)
+        assert not any(thread.name == "recon-render-server" for thread in threading.enumerate())
+        assert not waiter.is_alive() and len(outcome) == 1 and not isinstance(outcome[0], RenderTimeoutError)
+
+
 # ---------------------------------------------------------------------------------------------------- browser
 class DevTools:
     """Minimal Chrome DevTools Protocol session over the page's WebSocket."""
