@@ -7,7 +7,10 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: install demo test bench lint browser clean
 
+# The Python packages, then the system libraries they need (libusb for open3d, ffmpeg for ns-render):
+# installed with apt-get when run as root, otherwise named; ends by checking `import open3d` and `ns-export`.
 install: $(STAMP)
+	@bash scripts/system_deps.sh $(VENV)
 
 # Re-runs only when pyproject.toml changes (or the venv is missing).
 $(STAMP): pyproject.toml

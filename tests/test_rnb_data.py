@@ -128,11 +128,17 @@ def test_missing_albedo_and_mask_folders_are_optional(sphere_scene, tmp_path):
     shutil.rmtree(scene / "albedo")
     shutil.rmtree(scene / "mask")
     outputs = parse(scene)
+    assert outputs.metadata["rnb_silhouette_source"] == "zero-normal"
     data = RnbDataset(outputs)[0]
-    assert "albedo" not in data and "fg_mask" not in data
-    # Without masks, the all-zero normal code marks the background.
-    valid = data["valid_normal"][..., 0]
-    assert 0.05 < float(valid.mean()) < 0.95
+    assert "albedo" not in data and "valid_normal" not in data
+    # Without masks, the all-zero normal code marks the background: it becomes the silhouette the mask term trains.
+    silhouette = data["fg_mask"][..., 0]
+    assert 0.05 < float(silhouette.mean()) < 0.95
+    with_masks = RnbDataset(parse(sphere_scene))[0]["fg_mask"][..., 0]
+    assert float((silhouette != with_masks).float().mean()) < 0.01  # the zero code and the mask agree
+    # Without a silhouette, the same pixels only mark which normals are valid.
+    ignored = RnbDataset(parse(scene, silhouette="none"))[0]
+    assert "fg_mask" not in ignored and torch.equal(ignored["valid_normal"], data["fg_mask"])
 
 
 # ---------------------------------------------------------------- clear errors

@@ -310,10 +310,10 @@ def test_sfm_views_whose_paths_are_the_normal_maps(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (maps / "sfm.json").write_text(json.dumps(document))
-    outputs = parse(data, camera_file=maps / "sfm.json")
+    outputs = parse(data, camera_file=maps / "sfm.json", silhouette="none")
     names = [p.name for p in outputs.metadata["rnb_normal_filenames"]]
     assert names == ["view_0_normals.png", "view_1_normals.png", "view_2_normals.png"]
-    assert outputs.metadata["rnb_silhouette_source"] is None  # no mask, no alpha: the model gets valid_normal
+    assert outputs.metadata["rnb_silhouette_source"] is None  # silhouettes off: the model gets valid_normal
     assert outputs.metadata["rnb_normalisation"] == "cameras"
     valid = RnbDataset(outputs)[0]["valid_normal"][..., 0] > 0.5
     assert torch.equal(valid, torch.from_numpy(fixture_maps(0)[2]))

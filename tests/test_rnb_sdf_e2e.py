@@ -1,22 +1,28 @@
-"""End to end: `ns-train rnb-sdf` on a small synthetic scene, then every tool a user runs on the result.
+"""End to end: `ns-train rnb-sdf` as a user types it on a small synthetic scene, then every command a user runs on
+the result: recon-extract-mesh, eval_setup reload, ns-export tsdf / poisson / pointcloud, ns-eval, ns-render,
+ns-viewer in headless Chromium, recon-render-server, and the render queue.
 
-One short training run (module fixture) feeds: mesh extraction in world units, the improvement over
-the initial sphere, checkpoint reload through nerfstudio's eval_setup under torch's weights_only
-default, ns-export tsdf, and the viewer's outputs.
+The run keeps the method's defaults except the run length and the eval/save cadence, shortened so that the eval
+batch, the eval image and a checkpoint save all happen inside a short run (each default step, 500/1000/1000,
+is past the end of a 300-step test run).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import trimesh
+from browser import CHROMIUM, CHROMIUM_MISSING, headless_chromium
 
 from recon_plugin.data.synthetic.rnb import write_rnb_scene
 from recon_plugin.data.transforms import load_dataparser_transform, normalized_to_world
@@ -24,6 +30,9 @@ from recon_plugin.eval.mesh_metrics import evaluate_mesh_files, evaluate_meshes,
 
 BIN = Path(sys.executable).parent
 ITERATIONS = 300
+EVAL_EVERY = 100
+SAVE_EVERY = 200
+SIZE = 64
 ENV = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"} | {"PYTHONWARNINGS": "ignore"}
 
 
@@ -33,30 +42,82 @@ def run(command: list[str], cwd: Path | None = None, timeout: int = 1500) -> sub
     return result
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("rnb_e2e")
     scene = root / "scene"
-    write_rnb_scene(scene, shape="blob", views=12, size=64, mesh_resolution=128, log=None)
+    write_rnb_scene(scene, shape="blob", views=12, size=SIZE, mesh_resolution=128, log=None)
     # Run from another directory than the data and outputs: paths must not depend on the cwd.
     workdir = root / "work"
     workdir.mkdir()
-    run(
+    result = run(
         [
             str(BIN / "ns-train"), "rnb-sdf",
             "--data", str(scene),
             "--output-dir", str(root / "runs"),
             "--timestamp", "e2e",
             "--max-num-iterations", str(ITERATIONS),
-            "--vis", "tensorboard",
-            "--steps-per-eval-image", "100000",
-            "--steps-per-eval-batch", "100000",
-            "--pipeline.datamanager.train-num-rays-per-batch", "512",
+            # shorter cadence than the defaults so every eval path and a save run inside the short test run
+            "--steps-per-eval-batch", str(EVAL_EVERY),
+            "--steps-per-eval-image", str(SAVE_EVERY),
+            "--steps-per-save", str(SAVE_EVERY),
+            # the default viewer stays on; tensorboard is added so the test can read what the eval steps wrote,
+            # and the viewer quits when training ends instead of serving until Ctrl-C (what a user would do)
+            "--vis", "viewer+tensorboard",
+            "--viewer.quit-on-train-completion", "True",
         ],
         cwd=workdir,
     )  # fmt: skip
     config = next((root / "runs").glob("*/rnb-sdf/e2e/config.yml"))
-    return {"root": root, "scene": scene, "config": config}
+    return {"root": root, "scene": scene, "config": config, "log": result.stdout + result.stderr}
+
+
+def nerfstudio_cwd(trained: dict) -> tuple[Path, Path]:
+    """nerfstudio resolves paths relative to the folder a run was trained from: (that folder, config path in it)."""
+    cwd = trained["config"].parents[3]
+    return cwd, trained["config"].relative_to(cwd)
+
+
+def test_training_with_defaults_runs_its_eval_steps_and_saves(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained["config"].parent)).Reload()
+    tags = set(events.Tags()["scalars"])
+
+    def values(tag: str) -> dict[int, float]:
+        assert tag in tags, f"{tag} not written; scalars: {sorted(tags)}"
+        return {event.step: event.value for event in events.Scalars(tag)}
+
+    eval_steps = list(range(EVAL_EVERY, ITERATIONS, EVAL_EVERY))
+    for tag in ("Eval Loss", "Eval Loss Dict/rnb_loss", "Eval Loss Dict/eikonal_loss", "Eval Loss Dict/mask_loss"):
+        written = values(tag)
+        assert sorted(written) == eval_steps, (tag, written)
+        assert all(math.isfinite(v) for v in written.values()), (tag, written)
+    psnr = values("Eval Images Metrics/psnr")
+    normal_error = values("Eval Images Metrics/normal_error_deg")
+    assert set(psnr) == set(normal_error) == {SAVE_EVERY}
+    assert math.isfinite(psnr[SAVE_EVERY]) and normal_error[SAVE_EVERY] < 25.0, (psnr, normal_error)
+    checkpoints = sorted((trained["config"].parent / "nerfstudio_models").glob("step-*.ckpt"))
+    assert [c.name for c in checkpoints] == [f"step-{ITERATIONS - 1:09d}.ckpt"]  # save_only_latest_checkpoint
+
+
+def test_eval_batch_losses_are_the_training_terms_without_gradients(trained):
+    from recon_plugin.export.loading import load_pipeline
+
+    _, pipeline, _, _ = load_pipeline(trained["config"], test_mode="val")
+    pipeline.train()
+    _, train_losses, _ = pipeline.get_train_loss_dict(step=ITERATIONS)
+    _, eval_losses, eval_metrics = pipeline.get_eval_loss_dict(step=ITERATIONS)
+    assert set(eval_losses) == set(train_losses) == {"rnb_loss", "eikonal_loss", "mask_loss"}
+    for name, value in eval_losses.items():
+        assert torch.isfinite(value) and not value.requires_grad, name
+    assert float(eval_losses["rnb_loss"]) < 0.2 and "normal_error_deg" in eval_metrics
 
 
 def test_extracted_mesh_is_in_world_units_and_better_than_the_initial_sphere(trained):
@@ -101,8 +162,7 @@ def test_checkpoint_reloads_through_eval_setup_with_weights_only_default(trained
         "print(type(pipeline.model).__name__)\n"
     )
     # Stock nerfstudio code path, run from the folder nerfstudio expects (its paths are cwd-relative).
-    cwd = trained["config"].parents[3]
-    relative = trained["config"].relative_to(cwd)
+    cwd, relative = nerfstudio_cwd(trained)
     result = run([sys.executable, "-c", script, str(relative), str(ITERATIONS)], cwd=cwd)
     assert "RnbSDFModel" in result.stdout
 
@@ -119,13 +179,13 @@ def test_numpy_scalars_in_checkpoints_need_and_get_the_allowlist(tmp_path):
 
 def test_ns_export_tsdf_gives_a_mesh_of_the_object(trained):
     out = trained["root"] / "tsdf"
-    cwd = trained["config"].parents[3]
+    cwd, relative = nerfstudio_cwd(trained)
     run(
         [
             str(BIN / "ns-export"),
             "tsdf",
             "--load-config",
-            str(trained["config"].relative_to(cwd)),
+            str(relative),
             "--output-dir",
             str(out),
             "--resolution",
@@ -157,8 +217,8 @@ def test_viewer_outputs(trained):
     with torch.no_grad():
         outputs = pipeline.model.get_outputs_for_camera(camera)
     assert list(outputs)[0] == "rgb"
-    for name, channels in {"rgb": 3, "depth": 1, "accumulation": 1, "normal": 3, "albedo": 3}.items():
-        assert outputs[name].shape == (64, 64, channels), name
+    for name, channels in {"rgb": 3, "depth": 1, "accumulation": 1, "normal": 3, "normals": 3, "albedo": 3}.items():
+        assert outputs[name].shape == (SIZE, SIZE, channels), name
     assert all(value.shape[-1] in (1, 3) for value in outputs.values())
     # Depth is the distance along the ray: on the object it matches the ground-truth hit distance scale.
     accumulation = outputs["accumulation"][..., 0]
@@ -183,4 +243,171 @@ def test_render_queue_streams_an_rnb_sdf_run(trained):
     assert frames[1].image.shape == (18, 32, 3)
     # The object is in view: the centre of the image is lit, the corners are background.
     image = frames[1].image
+    assert image[7:11, 14:18].mean() > 0.05 and image[0, 0].max() < 0.05
+
+
+def world_points_near_ground_truth(points_normalised: np.ndarray, trained: dict) -> np.ndarray:
+    """Distances (relative to the bounding radius) from points in nerfstudio's frame to the ground-truth surface."""
+    transform, scale = load_dataparser_transform(trained["config"].parent / "dataparser_transforms.json")
+    points = normalized_to_world(points_normalised, transform, scale)
+    gt = load_mesh(trained["scene"] / "gt_mesh.ply")
+    radius = json.loads((trained["scene"] / "scene.json").read_text())["bounding_radius"]
+    _, distance, _ = trimesh.proximity.closest_point(gt, points)
+    return distance / radius
+
+
+def test_ns_export_poisson_gives_a_mesh_of_the_object(trained):
+    out = trained["root"] / "poisson"
+    cwd, relative = nerfstudio_cwd(trained)
+    # --num-points and --texture-method as a CPU user sets them: the defaults (1M points, xatlas NeRF texturing)
+    # take tens of minutes on 2 cores.
+    run(
+        [
+            str(BIN / "ns-export"), "poisson",
+            "--load-config", str(relative),
+            "--output-dir", str(out),
+            "--num-points", "30000",
+            "--texture-method", "point_cloud",
+        ],
+        cwd=cwd,
+    )  # fmt: skip
+    metrics = evaluate_mesh_files(
+        out / "poisson_mesh.ply",
+        trained["scene"] / "gt_mesh.ply",
+        transform=trained["config"].parent / "dataparser_transforms.json",
+        num_samples=50000,
+    )
+    assert metrics["chamfer_rel"] < 0.05, json.dumps(metrics)
+
+
+def test_ns_export_pointcloud_lies_on_the_object(trained):
+    out = trained["root"] / "pointcloud"
+    cwd, relative = nerfstudio_cwd(trained)
+    run(
+        [str(BIN / "ns-export"), "pointcloud", "--load-config", str(relative), "--output-dir", str(out),
+         "--num-points", "20000"],
+        cwd=cwd,
+    )  # fmt: skip
+    import open3d as o3d
+
+    cloud = o3d.io.read_point_cloud(str(out / "point_cloud.ply"))
+    points, normals = np.asarray(cloud.points), np.asarray(cloud.normals)
+    assert len(points) > 10000 and normals.shape == points.shape
+    distance = world_points_near_ground_truth(points, trained)
+    assert np.median(distance) < 0.02 and np.mean(distance < 0.05) > 0.95, np.percentile(distance, [50, 90, 99])
+
+
+def test_ns_eval_writes_finite_metrics_and_images(trained):
+    cwd, relative = nerfstudio_cwd(trained)
+    output = trained["root"] / "eval" / "metrics.json"
+    renders = trained["root"] / "eval" / "renders"
+    run(
+        [str(BIN / "ns-eval"), "--load-config", str(relative), "--output-path", str(output),
+         "--render-output-path", str(renders)],
+        cwd=cwd,
+    )  # fmt: skip
+    results = json.loads(output.read_text())["results"]
+    for name in ("psnr", "ssim", "normal_error_deg"):
+        assert math.isfinite(results[name]), (name, results)
+    assert results["normal_error_deg"] < 25.0 and results["psnr"] > 15.0, results
+    assert len(list(renders.glob("*"))) >= 12  # one or more images per eval view
+
+
+def test_ns_render_interpolate_writes_a_video_of_the_object(trained):
+    import mediapy
+
+    cwd, relative = nerfstudio_cwd(trained)
+    video = trained["root"] / "render" / "interpolate.mp4"
+    run(
+        [str(BIN / "ns-render"), "interpolate", "--load-config", str(relative), "--output-path", str(video),
+         "--interpolation-steps", "2", "--frame-rate", "8"],
+        cwd=cwd,
+    )  # fmt: skip
+    frames = mediapy.read_video(str(video))
+    assert frames.shape[0] >= 12 and frames.shape[1:3] == (SIZE, SIZE)
+    centre = frames[:, SIZE // 2 - 4 : SIZE // 2 + 4, SIZE // 2 - 4 : SIZE // 2 + 4].mean()
+    corners = frames[:, :4, :4].mean()
+    assert centre > 40 and corners < 15, (centre, corners)  # the object in the middle, black around it
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=CHROMIUM_MISSING)
+def test_ns_viewer_shows_the_object_in_a_browser(trained):
+    cwd, relative = nerfstudio_cwd(trained)
+    port = free_port()
+    viewer = subprocess.Popen(
+        [str(BIN / "ns-viewer"), "--load-config", str(relative), "--viewer.websocket-port", str(port)],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # ns-viewer loads the checkpoint first, then serves
+            assert viewer.poll() is None, viewer.stdout.read()[-3000:]
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "ns-viewer did not start serving"
+            time.sleep(0.5)
+        with headless_chromium(f"http://127.0.0.1:{port}", window=(1000, 700)) as page:
+            # nerfstudio's panel reports the size of the last frame it rendered for this browser
+            resolution = r"(document.body.innerText.match(/Resolution: (\d+)\D(\d+)px/) || []).slice(1).map(Number)"
+            width, height = page.wait_for(resolution, lambda wh: len(wh) == 2 and min(wh) > 0, timeout=180)
+            shot = page.screenshot().astype(np.float32)
+            canvas = page.evaluate(
+                "(() => { const r = document.querySelector('canvas').getBoundingClientRect();"
+                " return [r.left, r.top, r.width, r.height]; })()"
+            )
+    finally:
+        viewer.terminate()
+        try:
+            viewer.wait(30)
+        except subprocess.TimeoutExpired:
+            viewer.kill()
+    left, top, w, h = (int(v) for v in canvas)
+    scene = shot[top : top + h, left : left + int(w * 0.6)]  # the 3-D view, left of the control panel
+    # The viewer's empty scene is near-black; the rendered object is a lit, coloured surface.
+    lit = scene.mean(-1) > 60
+    assert lit.mean() > 0.1, (lit.mean(), width, height)
+
+
+def test_recon_render_server_streams_the_run(trained, tmp_path):
+    from recon_plugin.renderer import RenderClient, ResolutionLadder
+
+    ladder = tmp_path / "ladder.json"
+    ladder.write_text(json.dumps(ResolutionLadder.from_sizes([(16, 9), (32, 18)]).to_dict()))
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "recon-render-server"), "--load-config", str(trained["config"]), "--port", str(port),
+         "--ladder", str(ladder)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stdout.read()[-3000:]
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "recon-render-server did not start serving"
+            time.sleep(0.5)
+        with RenderClient(f"ws://127.0.0.1:{port}") as client:
+            c2w = np.eye(4)
+            c2w[:3, 3] = [0.0, 0.0, 2.5]  # 2.5 units from the centre of the normalised frame, looking down -Z
+            request = client.update_camera_matrix(c2w)
+            frames = []
+            while not frames or frames[-1].level < 1:
+                frame = client.get_frame(timeout=120)
+                assert frame is not None, "no frame within 120 s"
+                frames.append(frame)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert frames[-1].request_id == request and frames[-1].image.shape == (18, 32, 3)
+    image = frames[-1].image
     assert image[7:11, 14:18].mean() > 0.05 and image[0, 0].max() < 0.05

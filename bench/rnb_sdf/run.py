@@ -67,13 +67,18 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     model = trainer.pipeline.model
     gt = load_mesh(scene / "gt_mesh.ply")
     rays_per_step = trainer.pipeline.datamanager.get_train_rays_per_batch()
-    curve, train_seconds = [], 0.0
+    curve, train_seconds, eval_seconds = [], 0.0, 0.0
     for step in range(spec["iterations"]):
         start = time.perf_counter()
         for callback in trainer.callbacks:
             callback.run_callback_at_location(step, location=TrainingCallbackLocation.BEFORE_TRAIN_ITERATION)
         trainer.train_iteration(step)
         train_seconds += time.perf_counter() - start
+        # The default eval cadence, as in ns-train's loop (eval batch every 500 steps, an eval image every 1000);
+        # timed apart so rays/s stays comparable with earlier rows.
+        start = time.perf_counter()
+        trainer.eval_iteration(step)
+        eval_seconds += time.perf_counter() - start
         last = step == spec["iterations"] - 1
         if (step + 1) % eval_every == 0 or last:
             model.eval()
@@ -105,6 +110,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
         "iterations": spec["iterations"],
         "rays_per_step": rays_per_step,
         "train_seconds": round(train_seconds, 1),
+        "eval_seconds": round(eval_seconds, 1),
         "rays_per_second": round(rays_per_step * spec["iterations"] / train_seconds),
         "gradient_samples_per_second": round(rays_per_step * samples_per_ray * spec["iterations"] / train_seconds),
         "final": {

@@ -144,9 +144,8 @@ class Demo:
             "--experiment-name", "demo",
             "--timestamp", timestamp,
             "--max-num-iterations", str(self.iterations),
+            # a non-interactive run: with the default viewer ns-train would keep serving after training until Ctrl-C
             "--vis", "tensorboard",
-            "--steps-per-eval-image", str(10**9),
-            "--steps-per-eval-batch", str(10**9),
             "--logging.steps-per-log", "100",
         ]  # fmt: skip
         env = dict(os.environ, PYTHONWARNINGS="ignore")

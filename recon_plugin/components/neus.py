@@ -12,6 +12,7 @@ the eikonal term) happens only at a few samples near the surface:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -240,3 +241,97 @@ def cos_anneal_ratio(step: int, anneal_steps: int) -> float:
     if anneal_steps <= 0:
         return 1.0
     return min(1.0, step / anneal_steps)
+
+
+@dataclass
+class SurfaceSamples:
+    """Render samples of the rays that meet the unit sphere (``ray_index`` into the full batch), with the SDF
+    field's values there: what every SDF method composites after its own per-sample shading."""
+
+    ray_index: Tensor
+    """(H,) indices of the rays that hit the unit sphere."""
+    t_mid: Tensor
+    """(H, S) distances of the samples along their rays."""
+    points: Tensor
+    """(H, S, 3)."""
+    sdf: Tensor
+    features: Tensor
+    """(H, S, F) geometry features for the shading heads."""
+    gradient: Tensor
+    """(H, S, 3) SDF gradient (with its graph when trained, so shading and eikonal losses shape the surface)."""
+    weights: Tensor
+    """(H, S) NeuS compositing weights."""
+
+    @property
+    def normals(self) -> Tensor:
+        return self.gradient / self.gradient.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+
+    def composite(self, values: Tensor) -> Tensor:
+        """sum_s w_s values_s: (H, S, C) -> (H, C)."""
+        return (self.weights[..., None] * values).sum(1)
+
+
+def sample_surface(
+    field: Callable[[Tensor, bool], tuple[Tensor, Tensor, Tensor]],
+    network_sdf: Callable[[Tensor], Tensor],
+    cache: SDFGridCache,
+    inv_s: Tensor,
+    origins: Tensor,
+    directions: Tensor,
+    *,
+    cos_anneal: float,
+    training: bool,
+    num_coarse: int,
+    num_network_coarse: int,
+    num_upsample: int,
+    upsample_rounds: int,
+    num_render: int,
+) -> SurfaceSamples:
+    """Samples near the surface along every ray that meets the unit sphere and evaluates the SDF field there.
+
+    ``field(points, create_graph)`` returns (sdf, features, gradient) as ``ReconSDFField.get_sdf_and_gradient``.
+    Rays that miss the sphere cost nothing: they carry no sample and composite to zero (see :func:`scatter_rays`).
+    """
+    near, far, hit = intersect_unit_sphere(origins, directions)
+    ray_index = hit.nonzero().squeeze(-1)
+    origins, directions, near, far = origins[ray_index], directions[ray_index], near[ray_index], far[ray_index]
+    num_rays = origins.shape[0]
+    with torch.no_grad():
+        boundaries = surface_sample_distances(
+            origins,
+            directions,
+            near,
+            far,
+            cache,
+            network_sdf,
+            inv_s=float(inv_s.detach()),
+            num_coarse=num_coarse,
+            num_network_coarse=num_network_coarse,
+            num_upsample=num_upsample,
+            upsample_rounds=upsample_rounds,
+            num_render=num_render,
+            deterministic=not training,
+        )
+    t_mid = (boundaries[:, 1:] + boundaries[:, :-1]) * 0.5
+    deltas = boundaries[:, 1:] - boundaries[:, :-1]
+    points = origins[:, None, :] + directions[:, None, :] * t_mid[..., None]
+    sdf, features, gradient = field(points.reshape(-1, 3), training)
+    sdf = sdf.reshape(num_rays, num_render)
+    gradient = gradient.reshape(num_rays, num_render, 3)
+    cos_view = (gradient * directions[:, None, :]).sum(-1)
+    alpha = neus_alpha(sdf, cos_view, deltas, inv_s, cos_anneal if training else 1.0)
+    return SurfaceSamples(
+        ray_index=ray_index,
+        t_mid=t_mid,
+        points=points,
+        sdf=sdf,
+        features=features.reshape(num_rays, num_render, -1),
+        gradient=gradient,
+        weights=alpha_to_weights(alpha),
+    )
+
+
+def scatter_rays(values: Tensor, ray_index: Tensor, num_rays: int) -> Tensor:
+    """Per-ray values of the rays in ``ray_index`` placed into a zero tensor for the whole batch (differentiable)."""
+    full = values.new_zeros((num_rays, *values.shape[1:]))
+    return full.index_copy(0, ray_index, values)

@@ -76,12 +76,14 @@ class RnbDataParserConfig(DataParserConfig):
     use_albedo: bool = True
     use_mask: bool = True
     """False ignores every silhouette source (same as ``silhouette="none"``)."""
-    silhouette: Literal["auto", "mask", "normal-alpha", "none"] = "auto"
-    """Source of the silhouette, delivered to the model as the batch key ``fg_mask``: "mask" = the mask folder,
-    "normal-alpha" = the alpha channel of RGBA normal maps (RNb-NeuS2), "none" = no silhouette (the batch then
-    carries ``valid_normal``: pixels whose normal is not the all-zero background code). "auto" takes the mask
-    folder when present, else the normal maps' alpha when they have one, else none. The choice is logged and
-    recorded as ``rnb_silhouette_source`` in the dataparser outputs' metadata."""
+    silhouette: Literal["auto", "mask", "normal-alpha", "zero-normal", "none"] = "auto"
+    """Source of the silhouette, delivered to the model as the batch key ``fg_mask`` (it trains the mask term):
+    "mask" = the mask folder, "normal-alpha" = the alpha channel of RGBA normal maps (RNb-NeuS2), "zero-normal" =
+    pixels whose normal is encoded as all-zero are background (photometric-stereo output without masks), "none" =
+    no silhouette (the batch then carries ``valid_normal``). "auto" takes the mask folder when present, else the
+    normal maps' alpha when they have one, else the zero code when at least 1 % of the first map uses it, else
+    none (maps whose background holds a backdrop's normals: the model's background field takes those). The choice
+    is logged and recorded as ``rnb_silhouette_source`` in the dataparser outputs' metadata."""
     silhouette_threshold: float = 0.5
     """A mask or normal-alpha value above this (as a fraction of the bit depth's range) is foreground."""
     uncertainty_alpha_threshold: float = 0.99
@@ -190,7 +192,12 @@ class RnbDataParser(DataParser):
         has_alpha = first_normal.ndim == 3 and first_normal.shape[2] == 4
         source = config.silhouette if config.use_mask else "none"
         if source == "auto":
-            source = "mask" if mask is not None else "normal-alpha" if has_alpha else "none"
+            if mask is not None:
+                source = "mask"
+            elif has_alpha:
+                source = "normal-alpha"
+            else:
+                source = "zero-normal" if has_zero_coded_background(normal_files[0], first_normal) else "none"
         if source == "mask" and mask is None:
             raise RnbDataError(f"{config.data / config.mask_dir}: folder not found (silhouette 'mask' needs it)")
         if source == "normal-alpha" and not has_alpha:
@@ -411,7 +418,16 @@ def view_silhouette(
         return foreground_mask(mask_image, threshold)
     if source == "normal-alpha" and normal_image.ndim == 3 and normal_image.shape[2] == 4:
         return normal_image[..., 3] > threshold
+    if source == "zero-normal":
+        return normal_image[..., :3].max(axis=-1) > 0
     return None
+
+
+def has_zero_coded_background(path: Path, normal_image: np.ndarray, min_fraction: float = 0.01) -> bool:
+    """Whether a PNG normal map marks background with the all-zero code (no valid normal encodes to (0, 0, 0))."""
+    if path.suffix.lower() == ".exr":
+        return False
+    return float(np.mean(normal_image[..., :3].max(axis=-1) <= 0)) >= min_fraction
 
 
 def foreground_mask(mask_image: np.ndarray, threshold: float = 0.5) -> np.ndarray:

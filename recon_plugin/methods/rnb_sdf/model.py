@@ -27,11 +27,11 @@ from recon_plugin.components.image_metrics import ImageMetrics, angular_error_de
 from recon_plugin.components.neus import (
     LearnedVariance,
     SDFGridCache,
-    alpha_to_weights,
+    SurfaceSamples,
     cos_anneal_ratio,
     intersect_unit_sphere,
-    neus_alpha,
-    surface_sample_distances,
+    sample_surface,
+    scatter_rays,
 )
 from recon_plugin.components.sdf_field import AlbedoHead, ReconSDFFieldConfig
 from recon_plugin.components.shading import (
@@ -76,9 +76,11 @@ class RnbSDFModelConfig(ModelConfig):
     coarse_to_fine_fraction: float = 0.3
     """Hash-grid levels are switched on one by one until this fraction of the run."""
 
-    use_background_field: bool = False
-    """Model everything outside the unit sphere with an outer NeRF++ field (off, as in RNb-NeuS: RnB
-    data is black outside the object). Useful when the normal maps cover a background too."""
+    use_background_field: bool | None = None
+    """Model everything outside the unit sphere with an outer NeRF++ field. None (auto): on when the data has no
+    silhouette (no mask, no normal-map alpha, no zero-coded background), i.e. when the maps' background holds a
+    backdrop's normals that the object's SDF must not absorb; off otherwise, as in RNb-NeuS, whose data is black
+    outside the object."""
     background_field: BackgroundFieldConfig = field(
         default_factory=lambda: BackgroundFieldConfig(view_dependent=False, predict_normal=True)
     )
@@ -89,6 +91,10 @@ class RnbSDFModelConfig(ModelConfig):
     """fixed-then-optimal: fraction of the run trained with the fixed camera triplet."""
     fixed_slant_deg: float = OPTIMAL_SLANT_DEG
     """Slant of the fixed triplet (RNb-NeuS v1 used 30 degrees, v2 54.74)."""
+    clamp_fixed_lights: bool = False
+    """While the fixed triplet is used, shade with max(0, n . l) in target and prediction (self-shadowing, per
+    sample), as RNb-NeuS v1's warm-up (with fixed-slant-deg 30). Unclamped, an orthonormal fixed triplet and the
+    optimal one give the same L2 loss, so the light schedule only matters with clamping or another slant."""
     lights_per_ray: Literal[1, 3] = 3
     """3: every light for every ray (v1); 1: one random light per ray (v2)."""
     rgb_plus: bool = True
@@ -125,9 +131,10 @@ class RnbSDFModel(Model):
             AlbedoHead(self.config.sdf_field.geo_feature_dim) if self.has_albedo else None
         )
         self.variance = LearnedVariance(self.config.init_variance)
-        self.background: BackgroundField | None = (
-            self.config.background_field.setup() if self.config.use_background_field else None
-        )
+        use_background = self.config.use_background_field
+        if use_background is None:
+            use_background = "rnb_silhouette_source" in metadata and metadata["rnb_silhouette_source"] is None
+        self.background: BackgroundField | None = self.config.background_field.setup() if use_background else None
         self.sdf_cache = SDFGridCache(self.config.cache_resolution, bound=1.0)
         rotations = metadata.get("rnb_camera_rotations")
         if rotations is None:
@@ -201,62 +208,56 @@ class RnbSDFModel(Model):
 
     # ------------------------------------------------------------------ rendering
     def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:  # type: ignore[override]
+        if self.training:
+            return self._render(ray_bundle)
+        # nerfstudio's eval-batch step runs the model with autograd on; nothing in eval needs a graph
+        # (the SDF gradient itself is computed under enable_grad inside the field).
+        with torch.no_grad():
+            return self._render(ray_bundle)
+
+    def _render(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
         origins = ray_bundle.origins.reshape(-1, 3)
         directions = ray_bundle.directions.reshape(-1, 3)
         num_rays = origins.shape[0]
-        near, far, hit = intersect_unit_sphere(origins, directions)
         if not bool(self.sdf_cache.initialised):
             self.refresh_sdf_cache()
-        inv_s = self.variance.inv_s()
-
-        with torch.no_grad():
-            boundaries = surface_sample_distances(
-                origins,
-                directions,
-                near,
-                far,
-                self.sdf_cache,
-                lambda points: self.field.get_sdf(points),
-                inv_s=float(inv_s.detach()),
-                num_coarse=self.config.num_coarse_samples,
-                num_network_coarse=self.config.num_network_coarse_samples,
-                num_upsample=self.config.num_upsample_samples,
-                upsample_rounds=self.config.upsample_rounds,
-                num_render=self.config.num_render_samples,
-                deterministic=not self.training,
-            )
-        t_mid = (boundaries[:, 1:] + boundaries[:, :-1]) * 0.5
-        deltas = boundaries[:, 1:] - boundaries[:, :-1]
-        num_samples = t_mid.shape[1]
-        points = origins[:, None, :] + directions[:, None, :] * t_mid[..., None]
-
-        sdf, features, gradient = self.field.get_sdf_and_gradient(points.reshape(-1, 3), create_graph=self.training)
-        sdf = sdf.reshape(num_rays, num_samples)
-        gradient = gradient.reshape(num_rays, num_samples, 3)
-        cos_view = (gradient * directions[:, None, :]).sum(-1)
-        anneal = cos_anneal_ratio(self.step, int(self.config.cos_anneal_fraction * self.total_steps))
-        alpha = neus_alpha(sdf, cos_view, deltas, inv_s, anneal if self.training else 1.0)
-        alpha = alpha * hit[:, None].to(alpha.dtype)
-        weights = alpha_to_weights(alpha)  # (R, S)
-
-        normals = gradient / gradient.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+        samples = sample_surface(
+            lambda points, create_graph: self.field.get_sdf_and_gradient(points, create_graph=create_graph),
+            lambda points: self.field.get_sdf(points),
+            self.sdf_cache,
+            self.variance.inv_s(),
+            origins,
+            directions,
+            cos_anneal=cos_anneal_ratio(self.step, int(self.config.cos_anneal_fraction * self.total_steps)),
+            training=self.training,
+            num_coarse=self.config.num_coarse_samples,
+            num_network_coarse=self.config.num_network_coarse_samples,
+            num_upsample=self.config.num_upsample_samples,
+            upsample_rounds=self.config.upsample_rounds,
+            num_render=self.config.num_render_samples,
+        )
+        hit_directions = directions[samples.ray_index]
+        normals = samples.normals
         if self.albedo_head is not None:
-            albedo = self.albedo_head(features, normals.reshape(-1, 3)).reshape(num_rays, num_samples, 3)
+            albedo = self.albedo_head(samples.features.flatten(0, 1), normals.flatten(0, 1)).reshape(normals.shape)
         else:
-            albedo = torch.ones_like(points)
+            albedo = torch.ones_like(normals)
+        headlight = (-(normals * hit_directions[:, None, :]).sum(-1, keepdim=True)).clamp(min=0.0)
 
-        accumulation = weights.sum(-1, keepdim=True)
+        def composite(values: Tensor) -> Tensor:
+            return scatter_rays(samples.composite(values), samples.ray_index, num_rays)
+
+        accumulation = composite(torch.ones_like(samples.t_mid[..., None]))
         _, box_far, _ = intersect_unit_sphere(origins, directions, radius=math.sqrt(3.0))
         # Distance along the ray to the object; empty rays end at the far side of the sphere around the
         # scene box, so ns-export tsdf carves everything else (the background field too) as free space.
-        depth = (weights * t_mid).sum(-1, keepdim=True) + (1.0 - accumulation) * box_far[:, None]
-        headlight = (-(normals * directions[:, None, :]).sum(-1, keepdim=True)).clamp(min=0.0)
+        depth = composite(samples.t_mid[..., None]) + (1.0 - accumulation) * box_far[:, None]
         outputs: Dict[str, Tensor] = {
-            "rgb": (weights[..., None] * albedo * headlight).sum(1),
+            "rgb": composite(albedo * headlight),
             "accumulation": accumulation,
             "depth": depth,
-            "normal": (weights[..., None] * normals).sum(1),
-            "albedo": (weights[..., None] * albedo).sum(1),
+            "normal": composite(normals),
+            "albedo": composite(albedo),
         }
         background = None
         if self.background is not None:
@@ -269,28 +270,63 @@ class RnbSDFModel(Model):
             outputs["normal"] = outputs["normal"] + (bg_weights[..., None] * bg_normal).sum(1)
             outputs["albedo"] = outputs["albedo"] + (bg_weights[..., None] * bg_albedo).sum(1)
             outputs["background_accumulation"] = bg_weights.sum(-1, keepdim=True)
-        outputs["normal_vis"] = (outputs["normal"] + 1.0) * 0.5
+        # nerfstudio's name and encoding for displayable normals (unit, mapped to [0, 1]); its point-cloud
+        # and Poisson exporters read them from here.
+        outputs["normals"] = (F.normalize(outputs["normal"], dim=-1) + 1.0) * 0.5
+        outputs["loss_terms"] = self._loss_terms(ray_bundle, samples, albedo, background, num_rays)  # type: ignore
+        return outputs
 
+    def _loss_terms(
+        self,
+        ray_bundle: RayBundle,
+        samples: SurfaceSamples,
+        albedo: Tensor,
+        background: Dict[str, Tensor] | None,
+        num_rays: int,
+    ) -> Dict[str, Tensor]:
+        """What the losses need besides the images. A nested dict: nerfstudio's image rendering skips it."""
+        device = albedo.device
+        terms: Dict[str, Tensor] = {}
         if self.training:
             if ray_bundle.camera_indices is not None:
                 camera_indices = ray_bundle.camera_indices.reshape(-1).long()
             else:
-                camera_indices = torch.zeros(num_rays, dtype=torch.long, device=origins.device)
+                camera_indices = torch.zeros(num_rays, dtype=torch.long, device=device)
+            terms["camera_indices"] = camera_indices
             gains = self.view_gains(camera_indices)
-            # sum_s w_s rho_c(x_s) grad f(x_s): the RnB prediction for any light l is this matrix times l.
-            outputs["albedo_gradient"] = torch.einsum(
-                "rs,rsc,rsx->rcx", weights, self._shading_albedo(albedo, gains), gradient
+            eikonal_extra = self._random_point_gradients()
+        else:
+            # Eval views need not be training views: no per-view gains, no extra volume points.
+            camera_indices, gains, eikonal_extra = None, None, samples.gradient.new_zeros(0, 3)
+        hit_gains = gains[samples.ray_index] if gains is not None else None
+        shading_albedo = self._shading_albedo(albedo, hit_gains)
+        # sum_s w_s rho_c(x_s) grad f(x_s): the RnB prediction for any light l is this matrix times l.
+        albedo_gradient = torch.einsum("rs,rsc,rsx->rcx", samples.weights, shading_albedo, samples.gradient)
+        terms["albedo_gradient"] = scatter_rays(albedo_gradient, samples.ray_index, num_rays)
+        if background is not None:
+            terms["albedo_gradient"] = terms["albedo_gradient"] + torch.einsum(
+                "rs,rsc,rsx->rcx",
+                background["weights"],
+                self._shading_albedo(background["colour"], gains),
+                background["normal"],
             )
+        if camera_indices is not None and self.config.clamp_fixed_lights and self.current_light_mode() == "fixed":
+            # Self-shadowing (RNb-NeuS v1's warm-up): max(0, grad f . l) per sample, so the prediction is no longer
+            # linear in the lights and is composited per light here.
+            lights = self.rnb_lights(None, camera_indices[samples.ray_index])
+            cosine = torch.einsum("rsx,rlx->rsl", samples.gradient, lights).clamp(min=0.0)
+            clamped = torch.einsum("rs,rsc,rsl->rlc", samples.weights, shading_albedo, cosine)
+            terms["clamped_prediction"] = scatter_rays(clamped, samples.ray_index, num_rays)
             if background is not None:
-                outputs["albedo_gradient"] = outputs["albedo_gradient"] + torch.einsum(
-                    "rs,rsc,rsx->rcx",
+                bg_cosine = torch.einsum("rsx,rlx->rsl", background["normal"], self.rnb_lights(None, camera_indices))
+                terms["clamped_prediction"] = terms["clamped_prediction"] + torch.einsum(
+                    "rs,rsc,rsl->rlc",
                     background["weights"],
                     self._shading_albedo(background["colour"], gains),
-                    background["normal"],
+                    bg_cosine.clamp(min=0.0),
                 )
-            outputs["camera_indices"] = camera_indices
-            outputs["eikonal_gradient"] = torch.cat([gradient.reshape(-1, 3), self._random_point_gradients()], dim=0)
-        return outputs
+        terms["eikonal_gradient"] = torch.cat([samples.gradient.reshape(-1, 3), eikonal_extra], dim=0)
+        return terms
 
     def _shading_albedo(self, albedo: Tensor, gains: Tensor | None) -> Tensor:
         """Reflectance as the loss sees it: times the view's gain, with RGB+'s fourth channel."""
@@ -314,19 +350,27 @@ class RnbSDFModel(Model):
         return gradient
 
     # ------------------------------------------------------------------ losses and metrics
-    def rnb_lights(self, target_normals: Tensor, camera_indices: Tensor) -> Tensor:
-        """World-frame lights (R, 3, 3) for the current schedule."""
+    def rnb_lights(self, target_normals: Tensor | None, camera_indices: Tensor | None) -> Tensor:
+        """World-frame lights (R, 3, 3) for the current schedule.
+
+        The fixed triplet is tied to a training view's camera; eval rays (``camera_indices`` None) may
+        come from other views, so they are scored under the per-pixel optimal triplet instead.
+        """
         mode = self.current_light_mode()
-        if mode == "optimal":
+        if mode == "optimal" or (mode == "fixed" and camera_indices is None):
+            assert target_normals is not None
             return optimal_triplet(target_normals)
         if mode == "supernormal":
+            assert target_normals is not None
             return identity_lights(target_normals.shape[:-1], target_normals.device)
+        assert camera_indices is not None
         rotations = self.camera_rotations[camera_indices.clamp(0, self.camera_rotations.shape[0] - 1)]
         return fixed_triplet_world(self.config.fixed_slant_deg, rotations)
 
     def rnb_terms(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """Prediction, target (R, lights, channels) and per-ray weight of the RnB photometric loss."""
-        device = outputs["albedo_gradient"].device
+        terms = outputs["loss_terms"]
+        device = terms["albedo_gradient"].device
         normals = F.normalize(batch["normal"].to(device), dim=-1)
         if self.has_albedo:
             target_albedo = batch["albedo"].to(device)
@@ -334,12 +378,16 @@ class RnbSDFModel(Model):
             target_albedo = torch.ones_like(normals)
         if self.config.rgb_plus:
             target_albedo = rgb_plus(target_albedo, self.config.loss_type)
-        lights = self.rnb_lights(normals, outputs["camera_indices"])
+        lights = self.rnb_lights(normals, terms.get("camera_indices"))
         # No clamping of n . l (as RNb-NeuS2 by default): the prediction is unclamped, and clamping only
         # the target would pull grazing normals towards the light instead of towards the data.
         cosine = (lights * normals[:, None, :]).sum(-1)
+        if "clamped_prediction" in terms:
+            cosine = cosine.clamp(min=0.0)
+            prediction = terms["clamped_prediction"]
+        else:
+            prediction = torch.einsum("rcx,rlx->rlc", terms["albedo_gradient"], lights)
         target = cosine[..., None] * target_albedo[:, None, :]
-        prediction = torch.einsum("rcx,rlx->rlc", outputs["albedo_gradient"], lights)
         if "fg_mask" in batch:
             weight = batch["fg_mask"].to(device).reshape(-1)
         elif "valid_normal" in batch:
@@ -351,12 +399,11 @@ class RnbSDFModel(Model):
         return prediction, target, weight
 
     def get_loss_dict(self, outputs, batch, metrics_dict=None) -> Dict[str, Tensor]:
+        """The training losses; in eval mode the same terms on the eval rays (nerfstudio's eval-batch step)."""
         loss_dict: Dict[str, Tensor] = {}
-        if not self.training:
-            return loss_dict
         prediction, target, weight = self.rnb_terms(outputs, batch)
         error = (prediction - target).abs() if self.config.loss_type == "l1" else (prediction - target) ** 2
-        if self.config.lights_per_ray == 1:
+        if self.config.lights_per_ray == 1 and self.training:
             choice = torch.randint(0, 3, (error.shape[0],), device=error.device)
             error = error[torch.arange(error.shape[0], device=error.device), choice][:, None, :]
         per_ray = error.mean(dim=(1, 2))
@@ -365,14 +412,16 @@ class RnbSDFModel(Model):
             rnb_loss = rnb_loss * 0.5
         loss_dict["rnb_loss"] = self.config.rnb_loss_mult * rnb_loss
 
-        eikonal = outputs["eikonal_gradient"]
+        eikonal = outputs["loss_terms"]["eikonal_gradient"]
         loss_dict["eikonal_loss"] = self.config.eikonal_loss_mult * ((eikonal.norm(dim=-1) - 1.0) ** 2).mean()
         if "fg_mask" in batch and self.config.mask_loss_mult > 0:
-            accumulation = outputs["accumulation"].clamp(1e-3, 1.0 - 1e-3)
-            loss_dict["mask_loss"] = self.config.mask_loss_mult * F.binary_cross_entropy(
-                accumulation, batch["fg_mask"].to(accumulation.device)
-            )
-        if self.config.curvature_loss_mult > 0:
+            accumulation = outputs["accumulation"].float().clamp(1e-3, 1.0 - 1e-3)
+            # binary_cross_entropy refuses to run under CUDA autocast (--mixed-precision): keep it in float32.
+            with torch.autocast(device_type=accumulation.device.type, enabled=False):
+                loss_dict["mask_loss"] = self.config.mask_loss_mult * F.binary_cross_entropy(
+                    accumulation, batch["fg_mask"].to(accumulation.device).float()
+                )
+        if self.config.curvature_loss_mult > 0 and self.training:
             count = self.config.num_eikonal_points
             pairs = eikonal[-2 * count :]
             normals = F.normalize(pairs, dim=-1)
@@ -413,7 +462,7 @@ class RnbSDFModel(Model):
             metrics["normal_error_deg"] = float(error.mean())
         images = {
             "img": torch.cat([image, rgb], dim=1),
-            "normal": torch.cat([(batch["normal"].to(device) + 1.0) * 0.5, outputs["normal_vis"]], dim=1),
+            "normal": torch.cat([(batch["normal"].to(device) + 1.0) * 0.5, outputs["normals"]], dim=1),
             "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
             "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
         }
