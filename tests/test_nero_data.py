@@ -198,3 +198,24 @@ def test_transforms_json_mask_path_becomes_fg_mask(scene_dir: Path, tmp_path: Pa
     for index in range(VIEWS):
         assert torch.equal(from_json[index]["fg_mask"], dataset[index]["fg_mask"])
         assert "mask" not in from_json[index]  # nerfstudio's key would confine ray sampling to the object
+
+
+def test_transforms_json_applied_transform_is_undone_to_the_original_world(scene_dir: Path, tmp_path: Path):
+    """ns-process-data stores poses and points after its applied_transform; world units are the frame before it."""
+    import trimesh
+
+    folder = copy_scene(scene_dir, tmp_path)
+    angle = 0.7
+    applied = np.array(
+        [[np.cos(angle), -np.sin(angle), 0.0, 0.5], [np.sin(angle), np.cos(angle), 0.0, -1.0], [0.0, 0.0, 1.0, 2.0]]
+    )
+    lift = np.vstack([applied, [0.0, 0.0, 0.0, 1.0]])
+    meta = json.loads((folder / "transforms.json").read_text())
+    for frame in meta["frames"]:
+        frame["transform_matrix"] = (lift @ np.array(frame["transform_matrix"])).tolist()
+    meta["applied_transform"] = applied.tolist()
+    (folder / "transforms.json").write_text(json.dumps(meta))
+    points = surface_points(folder) @ applied[:, :3].T + applied[:, 3]
+    trimesh.PointCloud(points).export(str(folder / "sparse_pc.ply"))
+    outputs = parse(folder, layout="transforms", eval_mode="all")
+    assert_cameras_match(outputs, folder, list(range(VIEWS)))

@@ -19,8 +19,10 @@ that sphere, enlarged by ``sphere_margin``, on the unit sphere; the map is recor
 return to world units. For transforms.json the world is nerfstudio's "original data" frame: its
 ``applied_transform`` / ``applied_scale`` are folded in exactly as nerfstudio does.
 
-Masks (depth-derived, ``mask_path`` files, or an RGBA image's alpha) reach the batch as ``fg_mask``
-through :class:`NeroDataset`; nerfstudio's own ``mask`` key would restrict ray sampling to the object.
+The metadata records ``object_sphere``: the world sphere (margin included) that became the unit sphere,
+and which source set it. Masks (depth-derived, ``mask_path`` files, or an RGBA image's alpha) reach the
+batch as ``fg_mask`` through :class:`NeroDataset`; nerfstudio's own ``mask`` key would restrict ray
+sampling to the object.
 """
 
 from __future__ import annotations
@@ -484,7 +486,9 @@ class NeroDataParser(DataParser):
             center_method="none",
             auto_scale_poses=False,
             scale_factor=1.0,
-            eval_mode="all",
+            # Every frame, without nerfstudio's warning for eval_mode "all"; the split is made afterwards.
+            eval_mode="fraction",
+            train_split_fraction=1.0,
         )
         try:
             return ns_config.setup()._generate_dataparser_outputs(split)
