@@ -34,6 +34,39 @@ SCENES = {
 }
 
 
+def default_iterations() -> int:
+    from recon_plugin.methods.rnb_sdf.config import rnb_sdf_config
+
+    return rnb_sdf_config().max_num_iterations
+
+
+TABLE_SHAPES = ("blob", "knot", "figure", "bowl")
+TABLE_NOISE = {"clean": "none", "noisy": "ps"}
+TABLE_SILHOUETTE = {
+    "mask": {"masks": True, "backdrop": "none"},
+    "nomask": {"masks": False, "backdrop": "none"},  # zero-coded background: the silhouette comes from the code
+    "backdrop": {"masks": False, "backdrop": "plane"},  # a floor's normals fill the background: background field
+}
+
+
+def table_specs(iterations: int, shapes=TABLE_SHAPES, silhouettes=("mask", "backdrop")) -> dict:
+    """The issue-9 table: shapes x {clean, photometric-stereo noise} x silhouette variants, at one run length."""
+    return {
+        f"table/{shape}-{noise}-{silhouette}": {
+            "shape": shape,
+            "views": 20,
+            "size": 128,
+            "jitter": 0.0,
+            "iterations": iterations,
+            "realism": realism,
+            **TABLE_SILHOUETTE[silhouette],
+        }
+        for shape in shapes
+        for noise, realism in TABLE_NOISE.items()
+        for silhouette in silhouettes
+    }
+
+
 def setup_trainer(scene: Path, iterations: int, rays_per_step: int, output_dir: Path):
     """The trainer ns-train would build for ``ns-train rnb-sdf --data scene`` (tensorboard logging)."""
     from recon_plugin.methods.rnb_sdf.config import rnb_sdf_config
@@ -60,7 +93,15 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
 
     scene = workdir / name
     write_rnb_scene(
-        scene, shape=spec["shape"], views=spec["views"], size=spec["size"], albedo_scale_jitter=spec["jitter"], log=None
+        scene,
+        shape=spec["shape"],
+        views=spec["views"],
+        size=spec["size"],
+        albedo_scale_jitter=spec["jitter"] or None,
+        realism=spec.get("realism", "none"),
+        masks=spec.get("masks", True),
+        backdrop=spec.get("backdrop", "none"),
+        log=None,
     )
     info = json.loads((scene / "scene.json").read_text())
     trainer = setup_trainer(scene, spec["iterations"], spec.get("rays", 1024), workdir / "runs")
@@ -99,6 +140,10 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
                 flush=True,
             )
     model.eval()
+    # Floaters: the part of the raw marching-cubes surface (no largest-component filter) farther than 1 % of the
+    # bounding radius from the true surface.
+    raw = extract_world_mesh(trainer.pipeline, resolution=512, largest_component=False, vertex_colors=False, log=None)
+    raw_metrics = evaluate_meshes(raw, gt, scale=info["bounding_radius"], num_samples=200000)
     tsdf = tsdf_metrics(trainer.pipeline, workdir / f"{name}-tsdf", gt, info["bounding_radius"])
     print(f"  [{name}] ns-export tsdf defaults: Chamfer {100 * tsdf['chamfer_rel']:.3f}%", flush=True)
     normals = evaluate_rendered_normals(trainer.pipeline)
@@ -106,7 +151,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     samples_per_ray = model.config.num_render_samples
     result = {
         "scene": {k: info[k] for k in ("shape", "views", "size", "bounding_radius")}
-        | {"albedo_jitter": spec["jitter"]},
+        | {k: spec.get(k) for k in ("jitter", "realism", "masks", "backdrop")},
         "iterations": spec["iterations"],
         "rays_per_step": rays_per_step,
         "train_seconds": round(train_seconds, 1),
@@ -119,6 +164,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
             "fscore_0.5pct": metrics["fscore"]["0.005"],
             "fscore_1pct": metrics["fscore"]["0.01"],
             "fscore_2pct": metrics["fscore"]["0.02"],
+            "outlier_surface_fraction_1pct": 1.0 - raw_metrics["precision"]["0.01"],
             "tsdf_chamfer_rel": tsdf["chamfer_rel"],
             "tsdf_fscore_1pct": tsdf["fscore"]["0.01"],
             "normal_error_mean_deg": normals["mean_deg"],
@@ -217,9 +263,23 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    names = [*SCENES, "scaling"]
+    names = [*SCENES, "scaling", "table"]
     parser.add_argument("--only", default=",".join(names), help="comma-separated subset of " + ",".join(names))
+    parser.add_argument(
+        "--table-iterations",
+        type=int,
+        default=None,
+        help="run length of the table rows (default: the method's default, ns-train rnb-sdf's max-num-iterations)",
+    )
+    parser.add_argument("--table-shapes", default=",".join(TABLE_SHAPES))
+    parser.add_argument("--table-silhouettes", default="mask,backdrop", help="subset of " + ",".join(TABLE_SILHOUETTE))
+    parser.add_argument("--skip-done", action="store_true", help="keep table rows already in results.json")
     args = parser.parse_args()
+    table = table_specs(
+        args.table_iterations or default_iterations(),
+        shapes=args.table_shapes.split(","),
+        silhouettes=args.table_silhouettes.split(","),
+    )
     import os
 
     machine = {
@@ -235,7 +295,10 @@ def main() -> None:
         results = {"runs": {}}  # results from another machine are not mixed with these
     results["machine"] = machine
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only.split(","):
+        requested = [row for name in args.only.split(",") for row in (table if name == "table" else [name])]
+        for name in requested:
+            if args.skip_done and name in results["runs"] and name in table:
+                continue
             if name == "scaling":
                 print("rnb-sdf bench: step cost against rays per step", flush=True)
                 results["batch_scaling"] = batch_scaling(Path(tmp)) | {
@@ -244,8 +307,9 @@ def main() -> None:
                 }
                 results_path.write_text(json.dumps(results, indent=2))
                 continue
-            print(f"rnb-sdf bench: {name} {SCENES[name]}", flush=True)
-            run = train_and_score(name, SCENES[name], Path(tmp))
+            spec = table.get(name) or SCENES[name]
+            print(f"rnb-sdf bench: {name} {spec}", flush=True)
+            run = train_and_score(name.replace("/", "-"), spec, Path(tmp))
             # Each scene records its own command and date: `--only` re-runs some and keeps the others.
             run["command"] = "python bench/rnb_sdf/run.py " + " ".join(sys.argv[1:])
             run["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
