@@ -284,7 +284,7 @@ class NeroDataParser(DataParser):
             raise NeroDataError(
                 f"sphere_margin must be >= 0 (the unit sphere must contain the object), got {config.sphere_margin}"
             )
-        views = self._read_glossy() if self._layout() == "glossy" else self._read_transforms(split)
+        views = self._read_glossy() if self._layout() == "glossy" else self._read_transforms()
 
         normalisation = self._normalisation(views)
         center, radius = normalisation.centre, normalisation.radius
@@ -382,7 +382,7 @@ class NeroDataParser(DataParser):
             sphere_points_source="depth",
         )
 
-    def _read_transforms(self, split: str) -> _Views:
+    def _read_transforms(self) -> _Views:
         config = self.config
         json_path = config.data if config.data.is_file() else config.data / "transforms.json"
         data_dir = json_path.parent
