@@ -317,6 +317,31 @@ def test_worker_error_reaches_the_caller_and_the_queue_keeps_serving():
         assert wait_for(queue, lambda f: f.key == (request_id, 1))[-1].key == (request_id, 1)
 
 
+def test_a_failure_outside_the_model_call_is_reported_and_the_worker_survives(monkeypatch):
+    """A bug after rendering (building or publishing the frame) reaches the caller; the worker keeps serving
+    instead of dying silently and leaving every later camera update unrendered."""
+    import recon_plugin.renderer.queue as queue_module
+
+    failed = []
+    frame_type = queue_module.Frame
+
+    def frame_once_broken(*args, **kwargs):
+        if not failed:
+            failed.append(True)
+            raise TypeError("simulated bug while building the frame")
+        return frame_type(*args, **kwargs)
+
+    monkeypatch.setattr(queue_module, "Frame", frame_once_broken)
+    ladder = ResolutionLadder.from_sizes([(4, 2)])
+    with RenderQueue(make_analytic_model(), ladder=ladder) as queue:
+        first = queue.update_camera_matrix(np.eye(4))
+        with pytest.raises(RenderWorkerError, match=f"request {first} .*simulated bug") as info:
+            wait_for(queue, lambda f: False)
+        assert isinstance(info.value.__cause__, TypeError)
+        second = queue.update_camera([0.0, 0.0, 1.0], [0.0, 0.0, 0.0])
+        assert wait_for(queue, lambda f: f.key == (second, 0))[-1].key == (second, 0)
+
+
 def test_missing_output_is_a_clear_error():
     with RenderQueue(make_analytic_model(), ladder=TINY_LADDER, output_name="normals") as queue:
         queue.update_camera_matrix(np.eye(4))
