@@ -162,12 +162,9 @@ def render_views(
     environment: PrefilteredEnvironment,
     camera_positions: torch.Tensor,
     exposure: float = 1.0,
-    light_scale: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """Linear radiance (V, S, S, 3) leaving each texel towards each camera (V, 3), views registered to UV space.
-
-    ``light_scale`` (S, S) multiplies the incident light (cast shadows); ``exposure`` scales the environment.
-    """
+    """Linear radiance (V, S, S, 3) leaving each texel towards each camera (V, 3), views registered to UV space;
+    ``exposure`` scales the environment."""
     size = material.albedo.shape[0]
     albedo = srgb_to_linear(torch.from_numpy(material.albedo).float())
     roughness = torch.from_numpy(material.roughness).float()[..., None]
@@ -186,10 +183,7 @@ def render_views(
     # Energy compensation: light reflected by the specular lobe is not also available to the diffuse layer.
     scale, bias = split_sum_lookup(n_dot_v, roughness)
     diffuse = diffuse * (1.0 - (base_reflectance(albedo, metallic) * scale + bias)).clamp(min=0.0)
-    radiance = diffuse + specular
-    if light_scale is not None:
-        radiance = radiance * torch.from_numpy(light_scale).float()[None, ..., None]
-    return radiance
+    return diffuse + specular
 
 
 def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -309,7 +303,8 @@ def _render_sample_task(args: tuple) -> tuple[str, dict]:
     }
     if rng.random() < dirty_fraction:
         light, alpha, colour, dirt = make_dirt(rng, size)
-        dirty = render_views(material, environment, positions, exposure=exposure, light_scale=light)
+        # Cast shadows scale the incident light, hence the reflected radiance: no second render needed.
+        dirty = clean * torch.from_numpy(light)[None, ..., None]
         overlay = torch.from_numpy(colour)[None]
         a = torch.from_numpy(alpha)[None, ..., None]
         dirty = dirty * (1.0 - a) + overlay * a
