@@ -108,6 +108,18 @@ def test_split_is_by_material_and_seeded(data):
         split_materials(["only"], 0.5, seed=0)
 
 
+def test_incomplete_datasets_fail_naming_the_file(data, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    material = next(p for p in (broken / "output").iterdir())
+    (material / "metallic.png").unlink()
+    with pytest.raises(PbrDatasetError, match=f"{material.name}/metallic.png: missing target map"):
+        PbrDataManagerConfig(data=broken, resolution=RESOLUTION).setup()
+    (broken / "input" / "render_metadata.json").unlink()
+    with pytest.raises(PbrDatasetError, match="render_metadata.json: not found"):
+        PbrDataManagerConfig(data=broken, resolution=RESOLUTION).setup()
+
+
 @pytest.mark.parametrize("make", [pbr_fusion_config, pbr_fusion_small_config, pbr_fusion_lightweight_config])
 def test_output_size_equals_target_size_for_every_preset(make):
     config = make()
