@@ -163,9 +163,9 @@ def test_no_way_back_under_concurrent_updates_and_polls():
     never decreases; within a request the level increases), frames published later must have larger keys whoever
     received them, and every frame must show exactly the pose of its request.
 
-    The updaters run until every one of them issued ``MIN_UPDATES`` updates, the pollers received ``MIN_FRAMES``
-    frames and ``MIN_CANCELLED`` renders were cancelled: a slow or busy machine takes longer, it does not check less.
-    Only a generous deadline ends the run early, and then the test fails saying which amount was not reached."""
+    The updaters run until every one of them issued 1000 updates, the pollers received 100 frames and 100 renders
+    were cancelled: a slow or busy machine takes longer, it does not check less. Only a generous deadline ends the
+    run early, and then the test fails saying which amount was not reached."""
     min_updates, min_frames, min_cancelled, deadline_s = 1000, 100, 100, 240.0
     model = make_analytic_model(chunk_delay_s=0.002, random_delay=True)
     updaters, pollers = 3, 4
@@ -232,7 +232,7 @@ def test_no_way_back_under_concurrent_updates_and_polls():
     assert not failures, failures
     assert not any(thread.is_alive() for thread in threads)
     total = sum(len(frames) for frames in returned)
-    reached = f"in {deadline_s} s: updates per thread {issued}, frames received {total}, stats {stats}"
+    reached = f"run ended (deadline {deadline_s} s): updates per thread {issued}, frames received {total}, {stats}"
     assert min(issued) >= min_updates, reached
     assert total >= min_frames, reached
     assert stats["renders_cancelled"] >= min_cancelled, reached  # the stream of updates really did cancel renders

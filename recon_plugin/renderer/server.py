@@ -419,22 +419,21 @@ class RenderServer:
         """``reader``'s next frame within ``timeout`` seconds, awaited on the event loop (no thread is held)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        self._waiting += 1
-        try:
-            while True:
-                # Take the event before looking: a frame published after the look sets this very event.
-                changed = self._queue_changed
-                assert changed is not None and self._stop is not None
-                frame = reader.get_frame(0.0)
-                remaining = deadline - loop.time()
-                if frame is not None or remaining <= 0 or self.queue.closed or self._stop.is_set():
-                    return frame
-                try:
-                    await asyncio.wait_for(changed.wait(), remaining)
-                except TimeoutError:
-                    return reader.get_frame(0.0)
-        finally:
-            self._waiting -= 1
+        while True:
+            # Take the event before looking: a frame published after the look sets this very event.
+            changed = self._queue_changed
+            assert changed is not None and self._stop is not None
+            frame = reader.get_frame(0.0)
+            remaining = deadline - loop.time()
+            if frame is not None or remaining <= 0 or self.queue.closed or self._stop.is_set():
+                return frame
+            self._waiting += 1
+            try:
+                await asyncio.wait_for(changed.wait(), remaining)
+            except TimeoutError:
+                return reader.get_frame(0.0)
+            finally:
+                self._waiting -= 1
 
     def _on_queue_event(self) -> None:
         """Queue listener (runs in a render worker thread): wakes the waiting get_frame requests."""
