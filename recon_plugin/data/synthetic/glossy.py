@@ -18,10 +18,11 @@ Shading (linear radiance, then sRGB): the metallic-roughness Cook-Torrance BRDF 
 Schlick Fresnel on F0 = 0.04 (1 - m) + m a, Lambert diffuse (1 - m) a / pi without a (1 - F) factor) under a
 distant environment, without self-shadowing unless ``interreflection`` is on. Because the diffuse lobe does
 not depend on the view, its integral is the cosine-convolved environment, computed once per environment by
-quadrature over every texel (:func:`prefilter_equirect_diffuse`): exact up to the map's interpolation and
-noise-free. The specular integral is Monte Carlo with ``samples`` directions per pixel from three strategies,
-a quarter cosine-weighted, a quarter GGX visible normals (the shared samplers of components/shading.py) and
-half drawn from the environment's small bright lights (:class:`EnvironmentSampler`), combined with the
+quadrature over every texel (:func:`prefilter_equirect_diffuse`): noise-free, and within 0.5 % (6e-4
+absolute) of a brute-force quadrature of the bilinear environment on both procedural kinds. The specular
+integral is Monte Carlo with ``samples`` directions per pixel from three strategies, an eighth
+cosine-weighted, half GGX visible normals (the shared samplers of components/shading.py) and the rest (3/8)
+drawn from the environment's small bright lights (:class:`EnvironmentSampler`), combined with the
 balance heuristic; the uniform numbers are a randomly shifted scrambled Sobol set per pixel (randomised
 quasi-Monte Carlo, still unbiased). Without the light strategy a rough metal misses the sun in most samples;
 without QMC the horizon's step stays noisy. The noise is measured on the first view by a second, independent
@@ -237,7 +238,7 @@ class GlossyRenderer:
 
     Args:
         scene: the placed shape. env: (H, W, 3) linear HDR equirect.
-        samples: Monte-Carlo directions per pixel (a quarter cosine, a quarter GGX, half environment lights;
+        samples: Monte-Carlo directions per pixel (1/8 cosine, 1/2 GGX, 3/8 environment lights;
             half cosine, half GGX when the environment has no small bright lights).
         interreflection: trace secondary rays against the shape (one bounce) instead of the environment alone.
         chunk: sample directions evaluated at once (bounds memory).
@@ -308,8 +309,10 @@ class GlossyRenderer:
         """(cosine, GGX, environment) directions per pixel."""
         if self.sampler.empty:
             return self.samples // 2, self.samples - self.samples // 2, 0
-        quarter = self.samples // 4
-        return quarter, quarter, self.samples - 2 * quarter
+        # Shares chosen by measurement on the default scene (view 0, 256 samples): 1/8, 1/2, 3/8 gave 0.59 RMS
+        # 8-bit noise against 0.79 for 1/4, 1/4, 1/2 and 0.63 without the cosine strategy.
+        cosine, ggx = self.samples // 8, self.samples // 2
+        return cosine, ggx, self.samples - cosine - ggx
 
     def _estimate(
         self,
@@ -568,8 +571,8 @@ def write_glossy_scene(
             "height": size,
             "seed": seed,
             "samples_per_pixel": samples,
-            "sampling": "specular: balance-heuristic MIS of samples/4 cosine + samples/4 GGX visible-normal + "
-            "samples/2 environment-light directions, randomly shifted Sobol numbers per pixel; diffuse: "
+            "sampling": "specular: balance-heuristic MIS of samples/8 cosine + samples/2 GGX visible-normal + "
+            "3 samples/8 environment-light directions, randomly shifted Sobol numbers per pixel; diffuse: "
             "cosine-convolved environment (quadrature over all texels), Monte Carlo too with interreflection",
             "interreflection": interreflection,
             "monte_carlo_noise_view0": noise,
