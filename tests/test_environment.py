@@ -93,14 +93,14 @@ def test_ggx_prefilter_matches_importance_sampled_average() -> None:
     # UE4's estimator with n = v = r: GGX samples around r weighted by n.l
     rows, columns = [3, 8, 12], [5, 20, 30]
     directions = equirect_pixel_directions(16, 32, F64)[rows, columns]
-    u = torch.rand(20_000, 2, generator=torch.Generator().manual_seed(2), dtype=F64)
+    u = torch.rand(200_000, 2, generator=torch.Generator().manual_seed(2), dtype=F64)  # standard error ~0.25 %
     for index, roughness in ((1, 0.5), (2, 1.0)):
         for k, r in enumerate(directions):
             light, _ = sample_ggx_reflection(r, r, torch.tensor([roughness], dtype=F64), u)
             weight = (light @ r).clamp(min=0)[:, None]
             estimate = (sample_equirect(env, light) * weight).sum(0) / weight.sum()
             reference = prefiltered[index, rows[k], columns[k]]
-            assert torch.allclose(reference, estimate, rtol=0.02), (roughness, reference, estimate)
+            assert torch.allclose(reference, estimate, rtol=0.01), (roughness, reference, estimate)
     # a lookup at a level's roughness returns that level; between levels it interpolates linearly
     rough = torch.tensor([[0.5], [0.75]], dtype=F64)
     looked_up = sample_prefiltered(prefiltered, levels, directions[:2], rough)
