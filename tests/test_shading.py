@@ -188,9 +188,14 @@ def test_ggx_sampler_estimates_ndf_normalisation() -> None:
 
 
 def test_ggx_sampler_at_zero_roughness_is_the_mirror() -> None:
-    normal, view = _random_frames(16, seed=5)
-    light, _ = sample_ggx_reflection(normal, view, torch.zeros(16, 1, dtype=F64), torch.rand(16, 2, dtype=F64))
-    assert torch.allclose(light, reflect(view, normal), atol=1e-6)
+    normal, view = _random_frames(256, seed=5)
+    u = torch.rand(256, 2, generator=torch.Generator().manual_seed(5), dtype=F64)
+    light, pdf = sample_ggx_reflection(normal, view, torch.zeros(256, 1, dtype=F64), u)
+    # alpha is floored at 1e-3 like the NDF: directions gather within a few alpha of the mirror direction
+    # (GGX's heavy tail sends a rare sample further, with a correspondingly tiny pdf)
+    deviation = (light - reflect(view, normal)).norm(dim=-1)
+    assert float(deviation.median()) < 4e-3 and float(deviation.quantile(0.9)) < 0.02
+    assert bool(torch.isfinite(pdf).all())
 
 
 @pytest.mark.parametrize(("roughness", "n_dot_v"), [(0.25, 0.8), (0.5, 0.5), (0.9, 0.3)])

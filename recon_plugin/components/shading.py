@@ -111,8 +111,8 @@ def srgb_to_linear(srgb: Tensor) -> Tensor:
 
 ALPHA_FLOOR = 1e-3
 """Smallest GGX alpha used where the NDF is evaluated: a perfect mirror (alpha = 0) has no finite density, so the
-NDF (and pdfs built on it) treat roughness below sqrt(1e-3) ~ 0.032 as alpha = 1e-3. Sampling and the Smith term
-accept alpha = 0 exactly."""
+NDF, the GGX sampler and its pdf treat roughness below sqrt(1e-3) ~ 0.032 as alpha = 1e-3 (so sampled directions
+follow the pdf exactly). The Smith term and the split-sum integration accept alpha = 0 exactly."""
 
 DIELECTRIC_F0 = 0.04
 """Normal-incidence reflectance of common dielectrics (index of refraction ~1.5)."""
@@ -312,7 +312,7 @@ def sample_ggx_reflection(normal: Tensor, view: Tensor, roughness: Tensor, u: Te
     surface (n.v <= 0) gets pdf 0.
     """
     view_local = _to_local(view, normal)
-    alpha = roughness * roughness
+    alpha = (roughness * roughness).clamp(min=ALPHA_FLOOR)
     vx, vy, vz = view_local.unbind(-1)
     micro = torch.stack(_vndf_components(vx, vy, vz, alpha[..., 0], u[..., 0], u[..., 1]), dim=-1)
     light = _to_world(reflect(view_local, micro), normal)
