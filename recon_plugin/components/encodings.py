@@ -418,52 +418,63 @@ class FrequencyEncoding(nn.Module):
         return torch.cat(encoded, dim=-1)
 
 
-def _sh_constants(max_degree: int) -> tuple[list[float], dict[tuple[int, int], tuple[float, float]]]:
-    """Start values N_m^m and recurrence coefficients (a, b) of the orthonormal associated Legendre functions
-    N_l^m(z) = a z N_{l-1}^m - b N_{l-2}^m, with the sin^m(theta) factor taken out (it comes back through
-    (x + iy)^m), so everything is a polynomial in the direction's coordinates."""
-    diagonal = []
-    for m in range(max_degree + 1):
-        ratio = math.prod((2 * k - 1) / (2 * k) for k in range(1, m + 1))  # (2m - 1)!! / (2m)!!
-        diagonal.append(math.sqrt((2 * m + 1) / (4.0 * math.pi) * ratio))
-    coefficients = {}
-    for m in range(max_degree + 1):
-        for degree in range(m + 2, max_degree + 1):
-            a = math.sqrt((4 * degree * degree - 1) / (degree * degree - m * m))
-            b = a * math.sqrt(((degree - 1) ** 2 - m * m) / (4 * (degree - 1) ** 2 - 1))
-            coefficients[(degree, m)] = (a, b)
-    return diagonal, coefficients
+@functools.lru_cache(maxsize=8)
+def _legendre_recurrence(max_degree: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Coefficients (A, B, C), each (L + 1, L + 1) over (degree l, order m), of the orthonormal associated Legendre
+    functions with the sin^m(theta) factor taken out (it comes back through (x + iy)^m), computed for all orders
+    at once: N_l = A_l z N_{l-1} - B_l N_{l-2} + C_l, where C_l starts order m = l at N_l^l = sqrt((2l + 1) / 4 pi
+    * (2l - 1)!! / (2l)!!), A_l[l - 1] = sqrt(2l + 1) and, below, A/B are the standard three-term coefficients."""
+    size = max_degree + 1
+    a = torch.zeros(size, size, dtype=torch.float64)
+    b = torch.zeros(size, size, dtype=torch.float64)
+    c = torch.zeros(size, size, dtype=torch.float64)
+    for degree in range(size):
+        ratio = math.prod((2 * k - 1) / (2 * k) for k in range(1, degree + 1))  # (2l - 1)!! / (2l)!!
+        c[degree, degree] = math.sqrt((2 * degree + 1) / (4.0 * math.pi) * ratio)
+        if degree >= 1:
+            a[degree, degree - 1] = math.sqrt(2 * degree + 1)
+        for m in range(degree - 1):
+            a[degree, m] = math.sqrt((4 * degree * degree - 1) / (degree * degree - m * m))
+            b[degree, m] = a[degree, m] * math.sqrt(((degree - 1) ** 2 - m * m) / (4 * (degree - 1) ** 2 - 1))
+    return a, b, c
 
 
 def real_spherical_harmonics(directions: Tensor, degrees: list[int] | tuple[int, ...]) -> Tensor:
     """Orthonormal real spherical harmonics (..., sum(2 l + 1)) of ``directions`` (..., 3), for each degree l in
     ``degrees`` in order, m = -l..l within a degree (Y_l^{-m} ~ sin(m phi), Y_l^{m} ~ cos(m phi), no Condon-Shortley
     phase). Computed as polynomials in (x, y, z) by recurrences, so any degree works and gradients flow into the
-    directions (nerfstudio's SH stops at degree 4 and runs under no_grad). Directions are normalised first."""
+    directions, also at the poles (nerfstudio's SH stops at degree 4 and runs under no_grad). Directions are
+    normalised first."""
     if len(degrees) == 0 or min(degrees) < 0:
         raise ValueError(f"degrees must be a non-empty list of non-negative integers, got {list(degrees)}")
     directions = directions / directions.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    x, y, z = directions.unbind(-1)
+    x, y, z = directions[..., 0:1], directions[..., 1:2], directions[..., 2:3]
     max_degree = max(degrees)
-    diagonal, coefficients = _sh_constants(max_degree)
-    legendre: dict[tuple[int, int], Tensor] = {}
-    for m in range(max_degree + 1):
-        legendre[(m, m)] = torch.full_like(z, diagonal[m])
-        if m + 1 <= max_degree:
-            legendre[(m + 1, m)] = math.sqrt(2 * m + 3) * z * legendre[(m, m)]
-        for degree in range(m + 2, max_degree + 1):
-            a, b = coefficients[(degree, m)]
-            legendre[(degree, m)] = a * z * legendre[(degree - 1, m)] - b * legendre[(degree - 2, m)]
-    cosines, sines = [torch.ones_like(x)], [torch.zeros_like(x)]  # Re and Im of (x + iy)^m
+    a, b, c = (t.to(directions) for t in _legendre_recurrence(max_degree))
+    # Re and Im of (x + iy)^m for m = 0..L, as (..., L + 1)
+    cosines, sines = [torch.ones_like(x)], [torch.zeros_like(x)]
     for _ in range(max_degree):
         cosines.append(cosines[-1] * x - sines[-1] * y)
         sines.append(cosines[-2] * y + sines[-1] * x)
-    features = []
-    for degree in degrees:
-        features.extend(math.sqrt(2.0) * legendre[(degree, m)] * sines[m] for m in range(degree, 0, -1))
-        features.append(legendre[(degree, 0)])
-        features.extend(math.sqrt(2.0) * legendre[(degree, m)] * cosines[m] for m in range(1, degree + 1))
-    return torch.stack(features, dim=-1)
+    cosine = math.sqrt(2.0) * torch.cat(cosines, dim=-1)
+    sine = math.sqrt(2.0) * torch.cat(sines, dim=-1)
+    wanted = set(degrees)
+    by_degree: dict[int, Tensor] = {}
+    previous2 = previous = torch.zeros(*z.shape[:-1], max_degree + 1, dtype=z.dtype, device=z.device)
+    for degree in range(max_degree + 1):
+        current = a[degree] * z * previous - b[degree] * previous2 + c[degree]  # N_l^m for all m (0 for m > l)
+        if degree in wanted:
+            orders = current[..., 1 : degree + 1]
+            by_degree[degree] = torch.cat(
+                [
+                    (orders * sine[..., 1 : degree + 1]).flip(-1),
+                    current[..., :1],
+                    orders * cosine[..., 1 : degree + 1],
+                ],
+                dim=-1,
+            )
+        previous2, previous = previous, current
+    return torch.cat([by_degree[degree] for degree in degrees], dim=-1)
 
 
 class IntegratedDirectionalEncoding(nn.Module):
