@@ -445,6 +445,11 @@ def real_spherical_harmonics(directions: Tensor, degrees: list[int] | tuple[int,
     phase). Computed as polynomials in (x, y, z) by recurrences, so any degree works and gradients flow into the
     directions, also at the poles (nerfstudio's SH stops at degree 4 and runs under no_grad). Directions are
     normalised first."""
+    return torch.cat(_spherical_harmonics_by_degree(directions, degrees), dim=-1)
+
+
+def _spherical_harmonics_by_degree(directions: Tensor, degrees: list[int] | tuple[int, ...]) -> list[Tensor]:
+    """:func:`real_spherical_harmonics` as one (..., 2 l + 1) block per requested degree."""
     if len(degrees) == 0 or min(degrees) < 0:
         raise ValueError(f"degrees must be a non-empty list of non-negative integers, got {list(degrees)}")
     directions = directions / directions.norm(dim=-1, keepdim=True).clamp(min=1e-12)
@@ -474,7 +479,7 @@ def real_spherical_harmonics(directions: Tensor, degrees: list[int] | tuple[int,
                 dim=-1,
             )
         previous2, previous = previous, current
-    return torch.cat([by_degree[degree] for degree in degrees], dim=-1)
+    return [by_degree[degree] for degree in degrees]
 
 
 class IntegratedDirectionalEncoding(nn.Module):
@@ -493,8 +498,6 @@ class IntegratedDirectionalEncoding(nn.Module):
         if num_levels < 1:
             raise ValueError(f"IntegratedDirectionalEncoding num_levels must be >= 1, got {num_levels}")
         self.degrees = tuple(2**level for level in range(num_levels))
-        orders = torch.tensor([degree for degree in self.degrees for _ in range(2 * degree + 1)], dtype=torch.float32)
-        self.register_buffer("half_l_l1", 0.5 * orders * (orders + 1.0), persistent=False)
 
     @property
     def output_dim(self) -> int:
@@ -502,5 +505,12 @@ class IntegratedDirectionalEncoding(nn.Module):
 
     def forward(self, directions: Tensor, roughness: Tensor) -> Tensor:
         """directions (..., 3) (normalised internally), roughness rho = 1 / kappa (..., 1) >= 0 -> (..., output_dim)."""
-        harmonics = real_spherical_harmonics(directions, self.degrees)
-        return harmonics * torch.exp(-self.half_l_l1.to(harmonics) * roughness.to(harmonics))
+        blocks = _spherical_harmonics_by_degree(directions, self.degrees)
+        roughness = roughness.to(blocks[0])
+        return torch.cat(
+            [
+                block * torch.exp(-0.5 * degree * (degree + 1) * roughness)
+                for degree, block in zip(self.degrees, blocks, strict=True)
+            ],
+            dim=-1,
+        )
