@@ -425,6 +425,7 @@ def split_sum_integrate(n_dot_v: Tensor, roughness: Tensor, samples: int = 1024)
 
 
 _LUT_CACHE: dict[tuple[int, int], Tensor] = {}
+_LUT_IMAGES: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
 
 def split_sum_lut(resolution: int = 64, samples: int = 512) -> Tensor:
@@ -454,12 +455,17 @@ def split_sum_lookup(n_dot_v: Tensor, roughness: Tensor, lut: Tensor | None = No
     Coordinates are clamped to [0, 1]; differentiable w.r.t. both ``n_dot_v`` and ``roughness``. Elementwise over
     the broadcast shape of the inputs; returns the inputs' dtype and device.
     """
-    table = split_sum_lut() if lut is None else lut
     nv, rough = torch.broadcast_tensors(n_dot_v, roughness)
     shape = nv.shape
     # grid_sample's x indexes the last (roughness) axis, y the first (n.v) axis.
     grid = torch.stack([rough.reshape(-1), nv.reshape(-1)], dim=-1).clamp(0.0, 1.0) * 2.0 - 1.0
-    image = table.to(device=nv.device, dtype=nv.dtype).permute(2, 0, 1)[None]  # (1, 2, n.v, roughness)
+    if lut is None:
+        key = (nv.device, grid.dtype)
+        if key not in _LUT_IMAGES:  # one copy per device and dtype, not a host-to-device copy per call
+            _LUT_IMAGES[key] = split_sum_lut().to(device=nv.device, dtype=grid.dtype).permute(2, 0, 1)[None]
+        image = _LUT_IMAGES[key]
+    else:
+        image = lut.to(device=nv.device, dtype=grid.dtype).permute(2, 0, 1)[None]  # (1, 2, n.v, roughness)
     values = torch.nn.functional.grid_sample(
         image, grid[None, :, None, :], mode="bilinear", padding_mode="border", align_corners=True
     )  # (1, 2, N, 1)
