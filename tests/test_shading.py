@@ -418,3 +418,23 @@ def test_energy_conserving_white_dielectric_returns_the_uniform_light() -> None:
     )
     total = (mc_diffuse + mc_specular)[:, 0] / 1.7
     assert float(total.mean()) == pytest.approx(1.0, abs=4 * float(total.std()) / math.sqrt(1000) + 3e-3)
+
+
+@pytest.mark.parametrize("roughness", [0.0, 0.5])
+def test_degenerate_configurations_give_finite_values_and_gradients(roughness: float) -> None:
+    # view along the normal, grazing view, view below the surface, light opposite the view (zero half vector)
+    normal = torch.tensor([[0, 0, 1.0], [0, 0, 1], [0, 0, 1], [0, 0, -1], [1, 0, 0]])
+    view = torch.tensor([[0, 0, 1.0], [1, 0, 0], [0, 0, -1], [0, 0, -1], [1, 0, 0]])
+    light = torch.nn.functional.normalize(torch.tensor([[0.3, 0, 1.0], [0, 0, 1], [1, 0, 0], [0, 0, 1], [1, 0, 0.1]]))
+    rough = torch.full((5, 1), roughness, requires_grad=True)
+    albedo = torch.full((5, 3), 0.5, requires_grad=True)
+    metallic = torch.full((5, 1), 0.5)
+    outputs = [
+        *cook_torrance(normal, view, light, albedo, rough, metallic),
+        ggx_reflection_pdf(normal, view, light, rough),
+        *shade_monte_carlo(normal, view, albedo, rough, metallic, torch.ones_like, 8, 8),
+        *shade_split_sum(albedo, rough, metallic, (normal * view).sum(-1, keepdim=True), albedo, albedo),
+    ]
+    assert all(bool(torch.isfinite(output).all()) for output in outputs)
+    sum(output.sum() for output in outputs).backward()
+    assert bool(torch.isfinite(rough.grad).all()) and bool(torch.isfinite(albedo.grad).all())

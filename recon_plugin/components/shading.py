@@ -133,7 +133,8 @@ def _ggx_ndf_from_cos_sin(cos2: Tensor, sin2: Tensor, alpha: Tensor) -> Tensor:
     """GGX density from cos^2 and sin^2 of the half-vector angle; passing sin^2 separately avoids the catastrophic
     cancellation of 1 - cos^2 near the peak of narrow lobes."""
     a2 = alpha.clamp(min=ALPHA_FLOOR) ** 2
-    return a2 / (math.pi * (cos2 * a2 + sin2) ** 2)
+    # cos2 + sin2 = 1 for a real half vector, so the floor only acts on the zero half vector of opposite v and l
+    return a2 / (math.pi * (cos2 * a2 + sin2).clamp(min=_EPS) ** 2)
 
 
 def ggx_ndf(n_dot_h: Tensor, roughness: Tensor) -> Tensor:
@@ -150,8 +151,9 @@ def ggx_ndf(n_dot_h: Tensor, roughness: Tensor) -> Tensor:
 
 
 def _smith_lambda_root(cos: Tensor, a2: Tensor) -> Tensor:
-    """sqrt(alpha^2 + (1 - alpha^2) cos^2) = cos * (1 + 2 Lambda(cos)) for GGX."""
-    return torch.sqrt(a2 + (1.0 - a2) * cos * cos)
+    """sqrt(alpha^2 + (1 - alpha^2) cos^2) = cos * (1 + 2 Lambda(cos)) for GGX. The floor keeps the gradient finite
+    where both alpha and cos are 0 (a mirror seen at grazing), where sqrt's derivative is infinite."""
+    return torch.sqrt((a2 + (1.0 - a2) * cos * cos).clamp(min=1e-12))
 
 
 def smith_g1_ggx(n_dot_w: Tensor, roughness: Tensor) -> Tensor:
