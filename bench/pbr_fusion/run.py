@@ -94,7 +94,12 @@ def evaluate(config_path: Path, variant: str, grid_path: Path | None, grid_rows:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per run")
-    parser.add_argument("--iterations", type=int, default=100000, help="iteration cap (schedules follow it)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=1500,
+        help="run length the learning-rate schedule follows (warm-up, cosine); --minutes stops earlier if reached",
+    )
     parser.add_argument("--materials", type=int, default=70)
     parser.add_argument("--samples-per-material", type=int, default=6)
     parser.add_argument("--size", type=int, default=128)

@@ -96,6 +96,7 @@ class PbrFusionModel(Model):
         # Baseline statistics of the training materials; saved with the checkpoint for inference-time use.
         self.register_buffer("mean_roughness", torch.tensor(float(metadata.get("mean_roughness", 0.5))))
         self.register_buffer("mean_metallic", torch.tensor(float(metadata.get("mean_metallic", 0.0))))
+        self.generator.initialise_material_priors(float(self.mean_roughness), float(self.mean_metallic))
         self.step = 0
 
     # ------------------------------------------------------------------------------------------ parameters

@@ -2,7 +2,8 @@
 
 Shapes: views (B, V=3, 3, H, W); per-view features are computed with the views folded into the batch.
 Resolutions for encoder stride s (conv1 stride): stem H/s, layer1 H/2s, layer2 H/4s, layer3 H/8s, layer4 H/16s;
-the decoder climbs back to H/s and, for s = 2, one more x2 to H. The output size therefore equals the input
+the decoder climbs back to H/s and, for s = 2, one more x2 to H (with full-resolution features of the views
+as its skip). The output size therefore equals the input
 size whenever H and W are multiples of 16 s, which :func:`check_input_size` enforces.
 """
 
@@ -19,6 +20,8 @@ from torch import Tensor, nn
 
 NUM_VIEWS = 3
 EncoderName = Literal["resnet18", "resnet34", "resnet50"]
+INPUT_SKIP_CHANNELS = 16
+ALBEDO_PRIOR_CLAMP = 0.01
 HEAD_CHANNELS = {"albedo": 3, "roughness": 1, "metallic": 1, "normal": 3}
 
 
@@ -162,12 +165,16 @@ class UpBlock(nn.Module):
             _conv_block(out_channels + skip_channels, out_channels), _conv_block(out_channels, out_channels)
         )
 
-    def forward(self, x: Tensor, skip: Tensor | None) -> Tensor:
-        size = skip.shape[-2:] if skip is not None else (x.shape[-2] * 2, x.shape[-1] * 2)
-        x = self.up_conv(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-        if skip is not None:
-            x = torch.cat([x, skip], dim=1)
-        return self.merge(x)
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        """Upsamples ``x`` to the skip's resolution (exactly x2 for the sizes check_input_size accepts)."""
+        x = self.up_conv(F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False))
+        return self.merge(torch.cat([x, skip], dim=1))
+
+
+def _init_near_zero(head: nn.Conv2d) -> None:
+    """Tiny weights, zero bias: the head's output starts at ~0 (its prior) while gradients still reach the trunk."""
+    nn.init.normal_(head.weight, std=1e-3)
+    nn.init.zeros_(head.bias)
 
 
 class PbrFusionNetwork(nn.Module):
@@ -201,8 +208,24 @@ class PbrFusionNetwork(nn.Module):
             blocks.append(UpBlock(channels, skip_channels, out_channels))
             channels = out_channels
         self.up_blocks = nn.ModuleList(blocks)
-        self.final_up = UpBlock(channels, 0, channels) if encoder_stride == 2 else None
+        self.final_up: UpBlock | None = None
+        if encoder_stride == 2:
+            # The stride-2 encoder has no full-resolution features; a light per-view conv provides them (fused
+            # across views like the other skips) so fine texture reaches the heads.
+            self.input_features = nn.Sequential(nn.Conv2d(3, INPUT_SKIP_CHANNELS, 3, padding=1), nn.ReLU(inplace=True))
+            self.input_fusion = SkipFusion(INPUT_SKIP_CHANNELS)
+            self.final_up = UpBlock(channels, INPUT_SKIP_CHANNELS, channels)
         self.heads = nn.ModuleDict({name: nn.Conv2d(channels, c, 1) for name, c in HEAD_CHANNELS.items()})
+        for head in (self.heads["albedo"], self.heads["normal"]):
+            _init_near_zero(head)
+
+    def initialise_material_priors(self, mean_roughness: float, mean_metallic: float) -> None:
+        """Starts the roughness and metallic heads at the training materials' means (tiny weights, bias = logit)."""
+        for name, mean in (("roughness", mean_roughness), ("metallic", mean_metallic)):
+            head = self.heads[name]
+            _init_near_zero(head)
+            with torch.no_grad():
+                head.bias.fill_(math.log(max(mean, 0.02) / max(1.0 - mean, 0.02)))
 
     def forward(self, views: Tensor) -> dict[str, Tensor]:
         """Maps: albedo (B, 3, H, W), roughness and metallic (B, 1, H, W) in [0, 1] (sigmoid), unit normals
@@ -219,13 +242,18 @@ class PbrFusionNetwork(nn.Module):
             skip_weights.append(weights)
             x = block(x, fused)
         if self.final_up is not None:
-            x = self.final_up(x, None)
-        # Offsetting the raw normal by +z makes an untrained network predict the flat normal.
-        normal_raw = (
-            self.heads["normal"](x) + torch.tensor([0.0, 0.0, 1.0], device=x.device, dtype=x.dtype)[:, None, None]
-        )
+            full = self.input_features((views.flatten(0, 1) - 0.5) / 0.5).unflatten(0, (batch, num_views))
+            fused, weights = self.input_fusion(full)
+            skip_weights.append(weights)
+            x = self.final_up(x, fused)
+        # The heads predict corrections to a prior: albedo in logit space around the mean view, the normal around
+        # +z. With near-zero initial heads an untrained network starts at the baseline (mean view, flat normal)
+        # and training only has to learn what the views say beyond it.
+        prior = torch.logit(views.mean(1).float().clamp(ALBEDO_PRIOR_CLAMP, 1.0 - ALBEDO_PRIOR_CLAMP))
+        up = torch.tensor([0.0, 0.0, 1.0], device=x.device, dtype=x.dtype)[:, None, None]
+        normal_raw = self.heads["normal"](x) + up
         return {
-            "albedo": torch.sigmoid(self.heads["albedo"](x)),
+            "albedo": torch.sigmoid(self.heads["albedo"](x) + prior),
             "roughness": torch.sigmoid(self.heads["roughness"](x)),
             "metallic": torch.sigmoid(self.heads["metallic"](x)),
             "normal": F.normalize(normal_raw.float(), dim=1, eps=1e-6),
