@@ -29,6 +29,10 @@ class PbrInfer:
     """Folder for the maps and material.glb (created)."""
 
     def main(self) -> dict:
+        for path in self.views:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"{path}: input view not found")
+        # Heavy imports after the cheap checks, so a typo fails fast.
         import torch
 
         from recon_plugin.export.loading import load_pipeline
@@ -36,9 +40,6 @@ class PbrInfer:
         from recon_plugin.methods.pbr_fusion.export import write_maps
         from recon_plugin.methods.pbr_fusion.model import PbrFusionModel
 
-        for path in self.views:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"{path}: input view not found")
         # pbr-fusion reads no training data at inference, so the recorded data folder need not exist; the run's
         # own folder satisfies the loader's check for it.
         config_path = Path(self.load_config).expanduser().resolve()
