@@ -2,7 +2,7 @@
 
 ``next_train(step)`` returns (views (B, 3, 3, R, R), batch of target maps). Which samples a step sees is a pure
 function of (seed, step, draw), so a run resumed from a checkpoint sees exactly the batches the uninterrupted
-run would have seen.
+run would have seen. In a multi-process run the rank is part of that key, so processes see different batches.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class PbrDataManager(DataManager):
         self.config = config
         self.device = device
         self.test_mode = test_mode
+        self.local_rank = local_rank  # each process of a multi-process run draws its own batches
         resolution = config.resolution
         if test_mode == "inference":
             # Inference (recon-pbr-infer) needs no data; statistics come from the checkpoint.
@@ -93,7 +94,8 @@ class PbrDataManager(DataManager):
         pass
 
     def _indices(self, count: int, size: int, step: int, draw: int) -> Tensor:
-        generator = torch.Generator().manual_seed(hash((self.config.sampling_seed, step, draw)) % (2**62))
+        key = (self.config.sampling_seed, step, draw, self.local_rank)
+        generator = torch.Generator().manual_seed(hash(key) % (2**62))
         return torch.randint(count, (size,), generator=generator)
 
     def next_train(self, step: int, draw: int = 0) -> Tuple[Tensor, Dict[str, Tensor]]:  # type: ignore[override]
