@@ -26,7 +26,7 @@ from browser import CHROMIUM, CHROMIUM_MISSING, headless_chromium
 
 from recon_plugin.data.synthetic.rnb import write_rnb_scene
 from recon_plugin.data.transforms import load_dataparser_transform, normalized_to_world
-from recon_plugin.eval.mesh_metrics import evaluate_mesh_files, evaluate_meshes, load_mesh
+from recon_plugin.eval.mesh_metrics import evaluate_mesh_files, evaluate_meshes, load_mesh, point_to_mesh_distance
 
 BIN = Path(sys.executable).parent
 ITERATIONS = 300
@@ -250,10 +250,8 @@ def world_points_near_ground_truth(points_normalised: np.ndarray, trained: dict)
     """Distances (relative to the bounding radius) from points in nerfstudio's frame to the ground-truth surface."""
     transform, scale = load_dataparser_transform(trained["config"].parent / "dataparser_transforms.json")
     points = normalized_to_world(points_normalised, transform, scale)
-    gt = load_mesh(trained["scene"] / "gt_mesh.ply")
     radius = json.loads((trained["scene"] / "scene.json").read_text())["bounding_radius"]
-    _, distance, _ = trimesh.proximity.closest_point(gt, points)
-    return distance / radius
+    return point_to_mesh_distance(points, load_mesh(trained["scene"] / "gt_mesh.ply")) / radius
 
 
 def test_ns_export_poisson_gives_a_mesh_of_the_object(trained):
@@ -396,7 +394,7 @@ def test_recon_render_server_streams_the_run(trained, tmp_path):
                     break
             assert time.monotonic() < deadline, "recon-render-server did not start serving"
             time.sleep(0.5)
-        with RenderClient(f"ws://127.0.0.1:{port}") as client:
+        with RenderClient(f"ws://127.0.0.1:{port}/ws") as client:
             c2w = np.eye(4)
             c2w[:3, 3] = [0.0, 0.0, 2.5]  # 2.5 units from the centre of the normalised frame, looking down -Z
             request = client.update_camera_matrix(c2w)

@@ -328,6 +328,13 @@ class RnbSDFModel(Model):
         terms["eikonal_gradient"] = torch.cat([samples.gradient.reshape(-1, 3), eikonal_extra], dim=0)
         return terms
 
+    def get_rgba_image(self, outputs: Dict[str, Tensor], output_name: str = "rgb") -> Tensor:
+        """RGBA whose alpha is the object's accumulation (nerfstudio's default alpha is 1 for a black background),
+        so ``ns-export pointcloud``/``poisson`` keep the object's pixels only, not the empty rays' far points."""
+        accumulation = outputs["accumulation"]
+        colour = outputs[output_name] / accumulation.clamp(min=1e-10)  # rgb is composited over black
+        return torch.cat([colour.clamp(0.0, 1.0), accumulation], dim=-1)
+
     def _shading_albedo(self, albedo: Tensor, gains: Tensor | None) -> Tensor:
         """Reflectance as the loss sees it: times the view's gain, with RGB+'s fourth channel."""
         if gains is not None:
