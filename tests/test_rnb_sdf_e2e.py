@@ -29,7 +29,7 @@ from recon_plugin.data.transforms import load_dataparser_transform, normalized_t
 from recon_plugin.eval.mesh_metrics import evaluate_mesh_files, evaluate_meshes, load_mesh, point_to_mesh_distance
 
 BIN = Path(sys.executable).parent
-ITERATIONS = 300
+ITERATIONS = 250
 EVAL_EVERY = 100
 SAVE_EVERY = 200
 SIZE = 64
