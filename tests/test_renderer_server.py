@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, DevTools
 from conftest_renderer import (
     OFFLINE_LPIPS_PATCH,
     REPO_ROOT,
@@ -46,7 +47,6 @@ from recon_plugin.renderer import server as server_module
 from recon_plugin.renderer.client import RenderServerError
 from recon_plugin.renderer.protocol import decode_frame_message
 
-CHROMIUM = Path("/usr/bin/chromium")
 LADDER = [(16, 9), (32, 18), (64, 36)]
 SERVER_SCRIPT = (
     OFFLINE_LPIPS_PATCH  # the server loads nerfacto, whose LPIPS metric would download AlexNet weights
@@ -477,38 +477,6 @@ def test_close_does_not_wait_for_waiting_get_frames():
 
 
 # ---------------------------------------------------------------------------------------------------- browser
-class DevTools:
-    """Minimal Chrome DevTools Protocol session over the page's WebSocket."""
-
-    def __init__(self, ws_url: str) -> None:
-        self.ws = connect(ws_url, max_size=2**26).__enter__()  # closed by close()
-        self.next_id = 0
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=30))
-            if message.get("id") == self.next_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, predicate, timeout: float = 60.0):
-        deadline = time.monotonic() + timeout
-        value = None
-        while time.monotonic() < deadline:
-            value = self.evaluate(expression)
-            if value is not None and predicate(value):
-                return value
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting in the browser; last value: {value}")
-
-
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install -y chromium")
 def test_preview_page_streams_frames_into_headless_chromium(server):
     profile = Path(tempfile.mkdtemp(prefix="recon-chromium-"))
