@@ -291,8 +291,10 @@ def main() -> None:
     }
     results_path = HERE / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
-    if results.get("machine") != machine:
-        results = {"runs": {}}  # results from another machine are not mixed with these
+    # Rows run in different sessions (the table takes hours of CPU) are kept; each row records the machine it
+    # ran on, so rows from another kind of machine are told apart rather than silently mixed or thrown away.
+    for run in results["runs"].values():
+        run.setdefault("machine", results.get("machine"))
     results["machine"] = machine
     with tempfile.TemporaryDirectory() as tmp:
         requested = [row for name in args.only.split(",") for row in (table if name == "table" else [name])]
@@ -313,6 +315,7 @@ def main() -> None:
             # Each scene records its own command and date: `--only` re-runs some and keeps the others.
             run["command"] = "python bench/rnb_sdf/run.py " + " ".join(sys.argv[1:])
             run["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            run["machine"] = machine
             results["runs"][name] = run
             results_path.write_text(json.dumps(results, indent=2))
     plot(results, HERE / "results.png")
