@@ -1,0 +1,236 @@
+"""The fixed geometry of nero-material and the rays it trains on.
+
+- :func:`resolve_material_mesh`: the stage-I mesh in the dataparser's normalised frame, from a nero-shape run
+  (extracted once with :mod:`recon_plugin.export.mesh` and cached next to that run) or from a mesh file in
+  world units.
+- :class:`NeroMaterialDataManager`: traces every training pixel once against the mesh and keeps only the hits;
+  batches are drawn from those (NeRO stage II). Full eval images still go through nerfstudio's loaders.
+- :class:`NeroMaterialPipeline`: loads the mesh after the datamanager and the model exist and hands it to both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Literal, Tuple, Type
+
+import numpy as np
+import torch
+import trimesh
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
+from nerfstudio.data.utils.dataloaders import FixedIndicesEvalDataloader, RandIndicesEvalDataloader
+from nerfstudio.model_components.ray_generators import RayGenerator
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+
+from recon_plugin.components.raycast import MeshRayCaster
+from recon_plugin.data.nero_dataset import NeroDataset
+from recon_plugin.data.transforms import world_to_normalized
+from recon_plugin.engine import ReconPipeline, ReconPipelineConfig
+
+#: File name of the mesh cached next to a nero-shape run (outside nerfstudio_models/, which holds checkpoints only).
+CACHED_MESH_NAME = "nero_material_mesh_{resolution}.ply"
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    checkpoints = sorted((run_dir / "nerfstudio_models").glob("step-*.ckpt"))
+    return checkpoints[-1] if checkpoints else None
+
+
+def stage_one_mesh(shape_config: Path, resolution: int) -> Path:
+    """World-unit mesh of a nero-shape run, extracted at ``resolution`` and cached as
+    ``<run>/nero_material_mesh_<resolution>.ply``; re-extracted when the run has a newer checkpoint."""
+    shape_config = Path(shape_config).expanduser().resolve()
+    if not shape_config.is_file():
+        raise FileNotFoundError(f"--pipeline.model.shape-config {shape_config}: not found (a nero-shape config.yml)")
+    cached = shape_config.parent / CACHED_MESH_NAME.format(resolution=resolution)
+    checkpoint = _newest_checkpoint(shape_config.parent)
+    if cached.is_file() and (checkpoint is None or cached.stat().st_mtime >= checkpoint.stat().st_mtime):
+        return cached
+    from recon_plugin.export.loading import load_pipeline
+    from recon_plugin.export.mesh import extract_world_mesh, write_mesh_atomic
+
+    CONSOLE.print(f"nero-material: extracting the stage-I mesh of {shape_config} at resolution {resolution}")
+    config, pipeline, _, _ = load_pipeline(shape_config)
+    if config.method_name != "nero-shape" or not hasattr(pipeline.model, "field"):
+        raise ValueError(f"--pipeline.model.shape-config {shape_config}: a {config.method_name} run, not nero-shape")
+    mesh = extract_world_mesh(pipeline, resolution=resolution, vertex_colors=False, log=None)
+    write_mesh_atomic(mesh, cached)
+    return cached
+
+
+def read_world_mesh(path: Path) -> trimesh.Trimesh:
+    """A triangle mesh file; errors name the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: mesh file not found")
+    try:
+        mesh = trimesh.load(str(path), force="mesh", process=False)
+    except Exception as err:  # trimesh raises many types for unreadable files
+        raise ValueError(f"{path}: cannot read the mesh ({type(err).__name__}: {err})") from err
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise ValueError(f"{path}: holds no triangles")
+    if not np.isfinite(mesh.vertices).all():
+        raise ValueError(f"{path}: vertices hold non-finite values")
+    return mesh
+
+
+def resolve_material_mesh(
+    shape_config: Path | None, mesh_path: Path | None, resolution: int, outputs: DataparserOutputs
+) -> Tuple[np.ndarray, np.ndarray, Path]:
+    """(vertices in the normalised frame (V, 3), faces (F, 3), source file) of the geometry nero-material uses."""
+    if (shape_config is None) == (mesh_path is None):
+        raise ValueError(
+            "nero-material needs exactly one geometry source: --pipeline.model.shape-config <nero-shape run>/"
+            "config.yml or --pipeline.model.mesh-path <mesh in world units>"
+            + (" (both were given)" if shape_config is not None else "")
+        )
+    source = stage_one_mesh(shape_config, resolution) if shape_config is not None else Path(mesh_path)  # type: ignore[arg-type]
+    mesh = read_world_mesh(source)
+    transform = outputs.dataparser_transform.double().cpu().numpy()
+    vertices = world_to_normalized(np.asarray(mesh.vertices), transform, float(outputs.dataparser_scale))
+    outside = float((np.linalg.norm(vertices, axis=-1) > 1.5).mean())
+    if outside > 0.5:
+        raise ValueError(
+            f"{source}: {outside:.0%} of the vertices lie far outside the object's bounding sphere; the mesh must be "
+            "in the world units of the training data (what recon-extract-mesh and recon-synth's gt_mesh.ply give)"
+        )
+    return vertices.astype(np.float32), np.asarray(mesh.faces, dtype=np.int64), source
+
+
+@dataclass
+class HitPool:
+    """Pixels whose camera ray meets the mesh: ray origins/directions (N, 3), pixel areas (N, 1), camera
+    indices (N,), pixel (camera, row, column) indices (N, 3) and target colours (N, 3) as uint8."""
+
+    origins: Tensor
+    directions: Tensor
+    pixel_area: Tensor
+    camera_indices: Tensor
+    indices: Tensor
+    rgb: Tensor
+
+    def __len__(self) -> int:
+        return int(self.origins.shape[0])
+
+
+def trace_hit_pixels(dataset: NeroDataset, caster: MeshRayCaster) -> Tuple[HitPool, int]:
+    """Traces every pixel of every view of ``dataset`` once; returns the hit pixels and the pixel count."""
+    cameras = dataset.cameras
+    parts: Dict[str, list] = {name: [] for name in HitPool.__dataclass_fields__}
+    total = 0
+    for view in range(len(dataset)):
+        rays = cameras.generate_rays(camera_indices=view, keep_shape=True)
+        image = dataset.get_image_uint8(view)[..., :3]
+        height, width = image.shape[:2]
+        total += height * width
+        hits = caster.cast(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3))
+        keep = hits.hit.nonzero().squeeze(-1)
+        rows, columns = keep // width, keep % width
+        parts["origins"].append(rays.origins.reshape(-1, 3)[keep])
+        parts["directions"].append(rays.directions.reshape(-1, 3)[keep])
+        parts["pixel_area"].append(rays.pixel_area.reshape(-1, 1)[keep])
+        parts["camera_indices"].append(torch.full_like(keep, view))
+        parts["indices"].append(torch.stack([torch.full_like(keep, view), rows, columns], dim=-1))
+        parts["rgb"].append(image.reshape(-1, 3)[keep])
+    return HitPool(**{name: torch.cat(values) for name, values in parts.items()}), total
+
+
+@dataclass
+class NeroMaterialDataManagerConfig(VanillaDataManagerConfig):
+    """Batches of training pixels that hit the mesh (the mesh comes from the model config, via the pipeline)."""
+
+    _target: Type = field(default_factory=lambda: NeroMaterialDataManager)
+
+
+class NeroMaterialDataManager(VanillaDataManager[NeroDataset]):
+    """Samples rays only among pixels on the object: every pixel is traced once when the mesh is attached."""
+
+    config: NeroMaterialDataManagerConfig
+    train_pool: HitPool | None = None
+    eval_pool: HitPool | None = None
+
+    def setup_train(self) -> None:
+        # No image loader: the hit pool holds the training pixels' colours.
+        self.train_ray_generator = RayGenerator(self.train_dataset.cameras.to(self.device))
+
+    def setup_eval(self) -> None:
+        # Whole eval images (eval-image step, ns-eval) through nerfstudio's loaders; eval batches from a hit pool.
+        self.fixed_indices_eval_dataloader = FixedIndicesEvalDataloader(
+            input_dataset=self.eval_dataset, device=self.device, num_workers=self.world_size * 4
+        )
+        self.eval_dataloader = RandIndicesEvalDataloader(
+            input_dataset=self.eval_dataset, device=self.device, num_workers=self.world_size * 4
+        )
+
+    def attach_caster(self, caster: MeshRayCaster) -> None:
+        """Traces the training and eval pixels against the mesh (nothing to do in inference mode)."""
+        if self.test_mode == "inference":
+            return
+        self.train_pool, total = trace_hit_pixels(self.train_dataset, caster)
+        if len(self.train_pool) == 0:
+            raise ValueError(
+                f"{self.get_datapath()}: no training pixel sees the mesh; is the mesh in the world units of this data?"
+            )
+        CONSOLE.print(
+            f"nero-material: {len(self.train_pool):,} of {total:,} training pixels hit the mesh "
+            f"({len(self.train_pool) / total:.1%})"
+        )
+        self.eval_pool, _ = trace_hit_pixels(self.eval_dataset, caster)
+
+    def _batch(self, pool: HitPool | None, count: int) -> Tuple[RayBundle, Dict]:
+        if pool is None or len(pool) == 0:
+            raise RuntimeError("nero-material: no hit pixels to sample (the pipeline attaches the mesh at setup)")
+        pick = torch.randint(len(pool), (count,))
+        ray_bundle = RayBundle(
+            origins=pool.origins[pick].to(self.device),
+            directions=pool.directions[pick].to(self.device),
+            pixel_area=pool.pixel_area[pick].to(self.device),
+            camera_indices=pool.camera_indices[pick, None].to(self.device),
+        )
+        batch = {"image": pool.rgb[pick].to(self.device).float() / 255.0, "indices": pool.indices[pick]}
+        return ray_bundle, batch
+
+    def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
+        self.train_count += 1
+        return self._batch(self.train_pool, self.config.train_num_rays_per_batch)
+
+    def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
+        self.eval_count += 1
+        return self._batch(self.eval_pool, self.config.eval_num_rays_per_batch)
+
+
+@dataclass
+class NeroMaterialPipelineConfig(ReconPipelineConfig):
+    """ReconPipelineConfig that loads nero-material's mesh."""
+
+    _target: Type = field(default_factory=lambda: NeroMaterialPipeline)
+
+
+class NeroMaterialPipeline(ReconPipeline):
+    """ReconPipeline that, once the datamanager (the normalisation) and the model exist, reads the mesh named in
+    the model config, maps it to the normalised frame and gives it to the model and the datamanager."""
+
+    def __init__(
+        self,
+        config: NeroMaterialPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: torch.cuda.amp.GradScaler | None = None,
+    ) -> None:
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        model_config = config.model
+        vertices, faces, source = resolve_material_mesh(
+            getattr(model_config, "shape_config", None),
+            getattr(model_config, "mesh_path", None),
+            int(getattr(model_config, "mesh_resolution", 512)),
+            self.datamanager.train_dataparser_outputs,
+        )
+        CONSOLE.print(f"nero-material: mesh {source} ({len(vertices):,} vertices, {len(faces):,} faces)")
+        self.model.set_mesh(torch.from_numpy(vertices), torch.from_numpy(faces))
+        if isinstance(self.datamanager, NeroMaterialDataManager):
+            self.datamanager.attach_caster(self.model.caster)
