@@ -8,10 +8,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Type
+from typing import List, Protocol, Type
 
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.schedulers import Scheduler, SchedulerConfig
 from torch.optim import Optimizer, lr_scheduler
+
+
+class StepScheduled(Protocol):
+    """A model whose schedules are fractions of the run: it reads ``total_steps`` and is told each step."""
+
+    total_steps: int
+
+    def set_step(self, step: int) -> None: ...
+
+
+def run_length_callbacks(
+    model: StepScheduled, training_callback_attributes: TrainingCallbackAttributes
+) -> List[TrainingCallback]:
+    """Sets ``model.total_steps`` to the trainer's ``--max-num-iterations`` and returns the callback that calls
+    ``model.set_step(step)`` before every training iteration (a model's ``get_training_callbacks``)."""
+    trainer = training_callback_attributes.trainer
+    if trainer is not None:
+        model.total_steps = int(trainer.config.max_num_iterations)
+    return [
+        TrainingCallback(
+            where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
+            update_every_num_iters=1,
+            func=model.set_step,
+        )
+    ]
 
 
 def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_factor: float) -> float:

@@ -20,24 +20,11 @@ from typing import Callable, Dict, List, Literal, Tuple, Type
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.rays import RayBundle
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps
 from torch import Tensor, nn
 
 from recon_plugin.components.background import BackgroundField, BackgroundFieldConfig
-from recon_plugin.components.image_metrics import ImageMetrics
-from recon_plugin.components.neus import (
-    LearnedVariance,
-    SDFGridCache,
-    SurfaceSamples,
-    cos_anneal_ratio,
-    intersect_unit_sphere,
-    sample_surface,
-    scatter_rays,
-)
-from recon_plugin.components.sdf_field import ReconSDFFieldConfig
+from recon_plugin.components.neus import SurfaceSamples
+from recon_plugin.components.sdf_model import SampledRays, SDFModel, SDFModelConfig
 from recon_plugin.components.sdf_visibility import sdf_ray_opacity
 from recon_plugin.components.shading import linear_to_srgb
 from recon_plugin.methods.nero.shading import NeroShadingSizes, PlainColourShading, SplitSumShading
@@ -50,41 +37,22 @@ MATERIAL_OUTPUTS = ("albedo", "roughness", "metallic", "diffuse", "specular", "o
 
 
 @dataclass
-class NeroShapeModelConfig(ModelConfig):
-    """nero-shape model options. Fractions refer to the run length (``--max-num-iterations``)."""
+class NeroShapeModelConfig(SDFModelConfig):
+    """nero-shape model options (sampling, sharpness and schedule options: :class:`SDFModelConfig`). Fractions
+    refer to the run length (``--max-num-iterations``)."""
 
     _target: Type = field(default_factory=lambda: NeroShapeModel)
-    enable_collider: bool = False
-    """Rays are clipped to the unit sphere by the sampler; the background field takes the rest."""
     eval_num_rays_per_chunk: int = 1024
-    sdf_field: ReconSDFFieldConfig = field(default_factory=ReconSDFFieldConfig)
     shading: Literal["split-sum", "plain"] = "split-sum"
     """"split-sum": NeRO's reflection-aware shading; "plain": NeuS's view-dependent colour head (the ablation),
     same SDF, sampler and losses (no occlusion term)."""
     shading_sizes: NeroShadingSizes = field(default_factory=NeroShadingSizes)
     background_field: BackgroundFieldConfig = field(default_factory=lambda: BackgroundFieldConfig(view_dependent=True))
 
-    # Sampling (components/neus.py sample_surface)
-    num_coarse_samples: int = 64
-    num_network_coarse_samples: int = 32
-    num_upsample_samples: int = 16
-    upsample_rounds: int = 2
-    num_render_samples: int = 24
-    """Samples per ray evaluated with gradients and shaded (the costly ones)."""
-    cache_resolution: int = 64
-    cache_refresh_every: int = 20
-    coarse_to_fine_start_levels: int = 2
-    coarse_to_fine_fraction: float = 0.3
-    """Hash-grid levels are switched on one by one until this fraction of the run."""
-
     # NeuS sharpness
-    init_variance: float = 0.3
-    """inv_s = exp(10 v) starts at exp(3) ~ 20 (NeRO)."""
     freeze_variance_fraction: float = 15_000 / _NERO_STEPS
     """inv_s is not trained before this fraction of the run (NeRO: 15k of 300k steps)."""
-    sharpness_floor_start: float = 20.0
     sharpness_floor_end: float = 400.0
-    sharpness_floor_fraction: float = 0.6
     """inv_s is kept above a floor growing geometrically from start to end over this fraction (not in NeRO,
     whose 300k steps let the learned value grow; short runs need the push)."""
     cos_anneal_fraction: float = 50_000 / _NERO_STEPS
@@ -104,7 +72,6 @@ class NeroShapeModelConfig(ModelConfig):
     # Losses
     rgb_loss_mult: float = 1.0
     charbonnier_eps: float = 1e-3
-    eikonal_loss_mult: float = 0.1
     num_eikonal_points: int = 256
     """Extra uniform points in the unit sphere for the eikonal term (training only)."""
     occlusion_loss_mult: float = 1.0
@@ -116,26 +83,21 @@ class NeroShapeModelConfig(ModelConfig):
     """BCE between accumulation and the data's foreground mask (off: NeRO needs no masks)."""
 
 
-class NeroShapeModel(Model):
+class NeroShapeModel(SDFModel):
     """NeuS SDF + NeRO split-sum shading (or the plain colour head) + outer NeRF++ background."""
 
     config: NeroShapeModelConfig
 
     def populate_modules(self) -> None:
         super().populate_modules()
-        # nerfstudio passes the run's device: it picks the hash-grid backend (never tinycudann on a CPU run).
-        self.field = self.config.sdf_field.setup(device=self.kwargs.get("device"))
         feature_dim = self.config.sdf_field.geo_feature_dim
         self.split_sum = self.config.shading == "split-sum"
         shading_class = SplitSumShading if self.split_sum else PlainColourShading
         self.shading = shading_class(feature_dim, self.config.shading_sizes)
-        self.variance = LearnedVariance(self.config.init_variance)
         self.background: BackgroundField = self.config.background_field.setup()
-        self.sdf_cache = SDFGridCache(self.config.cache_resolution, bound=1.0)
-        self.renderer_rgb = RGBRenderer(background_color="black")  # read by nerfstudio's get_rgba_image
-        self.image_metrics = ImageMetrics()
-        self.step = 0
-        self.total_steps = 30000
+
+    def head_modules(self) -> List[nn.Module]:
+        return [self.shading, self.background]
 
     @property
     def albedo_head(self) -> Callable[[Tensor, Tensor], Tensor] | None:
@@ -143,96 +105,26 @@ class NeroShapeModel(Model):
         return self.shading.albedo if isinstance(self.shading, SplitSumShading) else None
 
     # ------------------------------------------------------------------ training schedule
-    def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
-        grid_params = list(self.field.grid.parameters()) if self.field.grid is not None else []
-        grid_ids = {id(p) for p in grid_params}
-        network = [p for p in self.field.parameters() if id(p) not in grid_ids]
-        network += list(self.shading.parameters()) + list(self.background.parameters())
-        groups = {"fields": network, "variance": list(self.variance.parameters())}
-        if grid_params:
-            groups["grid"] = grid_params
-        return groups
-
-    def get_training_callbacks(
-        self, training_callback_attributes: TrainingCallbackAttributes
-    ) -> List[TrainingCallback]:
-        trainer = training_callback_attributes.trainer
-        if trainer is not None:
-            self.total_steps = int(trainer.config.max_num_iterations)
-        return [
-            TrainingCallback(
-                where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
-                update_every_num_iters=1,
-                func=self.set_step,
-            )
-        ]
-
-    def _fraction_step(self, fraction: float) -> int:
-        return int(fraction * self.total_steps)
-
-    def set_step(self, step: int) -> None:
-        """Advances every step-dependent schedule: grid levels, sharpness floor, SDF cache."""
-        self.step = step
-        num_levels = self.config.sdf_field.num_levels
-        ramp_steps = max(1, self._fraction_step(self.config.coarse_to_fine_fraction))
-        start = min(self.config.coarse_to_fine_start_levels, num_levels)
-        active = start + (num_levels - start) * min(1.0, step / ramp_steps)
-        self.field.set_active_levels(int(math.ceil(active)) if step > 0 else start)
-        progress = min(1.0, step / max(1, self._fraction_step(self.config.sharpness_floor_fraction)))
-        start_s, end_s = self.config.sharpness_floor_start, self.config.sharpness_floor_end
-        self.variance.set_floor(start_s * (end_s / start_s) ** progress)
-        if step % self.config.cache_refresh_every == 0 or not bool(self.sdf_cache.initialised):
-            self.refresh_sdf_cache()
-
-    def refresh_sdf_cache(self) -> None:
-        self.sdf_cache.refresh(lambda points: self.field.get_sdf(points))
-
     def occlusion_active(self) -> bool:
-        return self.split_sum and self.step >= self._fraction_step(self.config.occlusion_start_fraction)
+        return self.split_sum and self.step >= self.fraction_step(self.config.occlusion_start_fraction)
 
     def init_sdf_weight(self) -> float:
         """Cosine fade 1 -> 0 of the SDF-initialisation regulariser; 0 once it has faded."""
-        end = self._fraction_step(self.config.init_sdf_fraction)
+        end = self.fraction_step(self.config.init_sdf_fraction)
         if self.step >= end:
             return 0.0
         return 0.5 * (1.0 + math.cos(math.pi * self.step / end))
 
     def inv_s(self) -> Tensor:
         inv_s = self.variance.inv_s()
-        if self.step < self._fraction_step(self.config.freeze_variance_fraction):
+        if self.step < self.fraction_step(self.config.freeze_variance_fraction):
             inv_s = inv_s.detach()
         return inv_s
 
     # ------------------------------------------------------------------ rendering
-    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:  # type: ignore[override]
-        if self.training:
-            return self._render(ray_bundle)
-        # nerfstudio's eval-batch step runs the model with autograd on; nothing in eval needs a graph
-        # (the SDF gradient itself is computed under enable_grad inside the field).
-        with torch.no_grad():
-            return self._render(ray_bundle)
-
-    def _render(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        origins = ray_bundle.origins.reshape(-1, 3)
-        directions = ray_bundle.directions.reshape(-1, 3)
-        num_rays = origins.shape[0]
-        if not bool(self.sdf_cache.initialised):
-            self.refresh_sdf_cache()
-        samples = sample_surface(
-            lambda points, create_graph: self.field.get_sdf_and_gradient(points, create_graph=create_graph),
-            lambda points: self.field.get_sdf(points),
-            self.sdf_cache,
-            self.inv_s(),
-            origins,
-            directions,
-            cos_anneal=cos_anneal_ratio(self.step, self._fraction_step(self.config.cos_anneal_fraction)),
-            training=self.training,
-            num_coarse=self.config.num_coarse_samples,
-            num_network_coarse=self.config.num_network_coarse_samples,
-            num_upsample=self.config.num_upsample_samples,
-            upsample_rounds=self.config.upsample_rounds,
-            num_render=self.config.num_render_samples,
-        )
+    def shade(self, ray_bundle: RayBundle, rays: SampledRays) -> Dict[str, Tensor]:
+        """Split-sum (or plain) shading of the samples, composited over the background field."""
+        samples, origins, directions = rays.samples, rays.origins, rays.directions
         hits, per_ray = samples.weights.shape
         normals = samples.normals
         view = -directions[samples.ray_index][:, None, :].expand(hits, per_ray, 3)
@@ -243,25 +135,16 @@ class NeroShapeModel(Model):
             view.reshape(-1, 3),
         )
         shaded = {name: value.reshape(hits, per_ray, -1) for name, value in shaded.items()}
-
-        def composite(values: Tensor) -> Tensor:
-            return scatter_rays(samples.composite(values), samples.ray_index, num_rays)
-
-        accumulation = composite(torch.ones_like(samples.t_mid[..., None]))
-        _, box_far, _ = intersect_unit_sphere(origins, directions, radius=math.sqrt(3.0))
-        # Distance along the ray to the object; empty rays end at the far side of the sphere around the
-        # scene box, so ns-export tsdf carves everything else (the background field too) as free space.
-        depth = composite(samples.t_mid[..., None]) + (1.0 - accumulation) * box_far[:, None]
         background = self.background.render(origins, directions, deterministic=not self.training)
         # The background is seen through whatever the object leaves transparent; leftover light is black.
-        bg_weights = background["weights"] * (1.0 - accumulation)
+        bg_weights = background["weights"] * (1.0 - rays.accumulation)
         background_rgb = (bg_weights[..., None] * background["colour"]).sum(1)
-        object_rgb = composite(shaded["rgb"])
-        normal = composite(normals)
+        object_rgb = rays.composite(shaded["rgb"])
+        normal = rays.composite(normals)
         outputs: Dict[str, Tensor] = {
             "rgb": object_rgb + background_rgb,
-            "accumulation": accumulation,
-            "depth": depth,
+            "accumulation": rays.accumulation,
+            "depth": rays.depth,
             "normal": normal,
             # nerfstudio's name and encoding for displayable normals (unit, mapped to [0, 1]); its point-cloud
             # and Poisson exporters read them from here.
@@ -271,7 +154,7 @@ class NeroShapeModel(Model):
         }
         if self.split_sum:
             for name in MATERIAL_OUTPUTS:
-                outputs[name] = composite(shaded[name])
+                outputs[name] = rays.composite(shaded[name])
             # Linear radiance terms, shown in sRGB like the image.
             outputs["diffuse"] = linear_to_srgb(outputs["diffuse"])
             outputs["specular"] = linear_to_srgb(outputs["specular"])
@@ -282,23 +165,13 @@ class NeroShapeModel(Model):
     def _loss_terms(self, samples: SurfaceSamples, shaded: Dict[str, Tensor], directions: Tensor) -> Dict[str, Tensor]:
         """What the losses need besides the images. A nested dict: nerfstudio's image rendering skips it."""
         terms: Dict[str, Tensor] = {}
-        gradients = [samples.gradient.reshape(-1, 3)]
-        if self.training and self.config.num_eikonal_points > 0:
-            gradients.append(self._random_point_gradients(self.config.num_eikonal_points))
-        terms["eikonal_gradient"] = torch.cat(gradients, dim=0)
+        terms["eikonal_gradient"] = torch.cat([samples.gradient.reshape(-1, 3), self.volume_gradients()], dim=0)
         if self.init_sdf_weight() > 0.0:
             terms["init_sdf_violation"] = self._init_sdf_violation()
         if self.occlusion_active():
             predicted, target = self._occlusion_pair(samples, shaded, directions)
             terms["occlusion_predicted"], terms["occlusion_target"] = predicted, target
         return terms
-
-    def _random_point_gradients(self, count: int) -> Tensor:
-        """SDF gradients at uniform points in the unit sphere (regularises the whole volume)."""
-        directions = F.normalize(torch.randn(count, 3, device=self.device), dim=-1)
-        points = directions * torch.rand(count, 1, device=self.device) ** (1.0 / 3.0)
-        _, _, gradient = self.field.get_sdf_and_gradient(points, create_graph=self.training)
-        return gradient
 
     def _init_sdf_violation(self) -> Tensor:
         """NeRO's early SDF regulariser, per term: the centre must stay inside (sdf < |x| - 0.1 for |x| < 0.1)
@@ -356,8 +229,7 @@ class NeroShapeModel(Model):
         loss_dict: Dict[str, Tensor] = {
             "rgb_loss": self.config.rgb_loss_mult * torch.sqrt(squared + self.config.charbonnier_eps).mean()
         }
-        eikonal = terms["eikonal_gradient"]
-        loss_dict["eikonal_loss"] = self.config.eikonal_loss_mult * ((eikonal.norm(dim=-1) - 1.0) ** 2).mean()
+        loss_dict["eikonal_loss"] = self.eikonal_loss(terms["eikonal_gradient"])
         if "init_sdf_violation" in terms:
             weight = self.config.init_sdf_loss_mult * self.init_sdf_weight()
             loss_dict["init_sdf_loss"] = weight * terms["init_sdf_violation"].sum()
@@ -365,21 +237,13 @@ class NeroShapeModel(Model):
             predicted, target = terms["occlusion_predicted"], terms["occlusion_target"]
             occlusion = (predicted - target).abs().mean() if predicted.numel() else predicted.sum()
             loss_dict["occlusion_loss"] = self.config.occlusion_loss_mult * occlusion
-        if "fg_mask" in batch and self.config.mask_loss_mult > 0:
-            accumulation = outputs["accumulation"].float().clamp(1e-3, 1.0 - 1e-3)
-            # binary_cross_entropy refuses to run under CUDA autocast (--mixed-precision): keep it in float32.
-            with torch.autocast(device_type=accumulation.device.type, enabled=False):
-                loss_dict["mask_loss"] = self.config.mask_loss_mult * F.binary_cross_entropy(
-                    accumulation, batch["fg_mask"].to(accumulation.device).float()
-                )
+        mask_loss = self.mask_loss(outputs, batch)
+        if mask_loss is not None:
+            loss_dict["mask_loss"] = mask_loss
         return loss_dict
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
-        image = batch["image"].to(outputs["rgb"].device)[..., :3]
-        metrics: Dict[str, Tensor] = {
-            "psnr": -10.0 * torch.log10(((outputs["rgb"].detach() - image) ** 2).mean().clamp(min=1e-10)),
-            "inv_s": self.variance.inv_s().detach(),
-        }
+        metrics = super().get_metrics_dict(outputs, batch)
         terms = outputs["loss_terms"]
         if "occlusion_target" in terms and terms["occlusion_target"].numel():
             metrics["occlusion_target_mean"] = terms["occlusion_target"].mean()
@@ -388,24 +252,17 @@ class NeroShapeModel(Model):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        device = outputs["rgb"].device
-        image = batch["image"].to(device)[..., :3]
-        rgb = outputs["rgb"].clamp(0.0, 1.0)
-        metrics = self.image_metrics(rgb, image)
-        images = {
-            "img": torch.cat([image, rgb], dim=1),
-            "normals": outputs["normals"],
-            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
-            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
-        }
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
+        images["normals"] = outputs["normals"]
         if self.split_sum:
+            albedo = outputs["albedo"]
             images["materials"] = torch.cat(
                 [
-                    outputs["albedo"],
-                    outputs["roughness"].expand_as(rgb),
-                    outputs["metallic"].expand_as(rgb),
+                    albedo,
+                    outputs["roughness"].expand_as(albedo),
+                    outputs["metallic"].expand_as(albedo),
                     outputs["specular"],
-                    outputs["occlusion"].expand_as(rgb),
+                    outputs["occlusion"].expand_as(albedo),
                 ],
                 dim=1,
             )

@@ -9,31 +9,19 @@ applies whichever lights the schedule asks for.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Literal, Tuple, Type
 
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.rays import RayBundle
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
-from nerfstudio.model_components.renderers import RGBRenderer
-from nerfstudio.models.base_model import Model, ModelConfig
-from nerfstudio.utils import colormaps
 from torch import Tensor, nn
 
 from recon_plugin.components.background import BackgroundField, BackgroundFieldConfig
-from recon_plugin.components.image_metrics import ImageMetrics, angular_error_degrees
-from recon_plugin.components.neus import (
-    LearnedVariance,
-    SDFGridCache,
-    SurfaceSamples,
-    cos_anneal_ratio,
-    intersect_unit_sphere,
-    sample_surface,
-    scatter_rays,
-)
-from recon_plugin.components.sdf_field import AlbedoHead, ReconSDFFieldConfig
+from recon_plugin.components.image_metrics import angular_error_degrees
+from recon_plugin.components.neus import scatter_rays
+from recon_plugin.components.sdf_field import AlbedoHead
+from recon_plugin.components.sdf_model import SampledRays, SDFModel, SDFModelConfig
 from recon_plugin.components.shading import (
     OPTIMAL_SLANT_DEG,
     fixed_triplet_world,
@@ -44,37 +32,14 @@ from recon_plugin.components.shading import (
 
 
 @dataclass
-class RnbSDFModelConfig(ModelConfig):
-    """rnb-sdf model options. Fractions refer to the run length (``--max-num-iterations``)."""
+class RnbSDFModelConfig(SDFModelConfig):
+    """rnb-sdf model options (sampling, sharpness and schedule options: :class:`SDFModelConfig`). Fractions refer
+    to the run length (``--max-num-iterations``)."""
 
     _target: Type = field(default_factory=lambda: RnbSDFModel)
-    enable_collider: bool = False
-    """Rays are clipped to the unit sphere by the sampler itself."""
     eval_num_rays_per_chunk: int = 2048
-    sdf_field: ReconSDFFieldConfig = field(default_factory=ReconSDFFieldConfig)
-
-    # Sampling
-    num_coarse_samples: int = 64
-    """Samples per ray read from the cached SDF volume to find the stretch near the surface."""
-    num_network_coarse_samples: int = 32
-    """Samples per ray in that stretch evaluated by the network (no gradients) to place the render samples."""
-    num_upsample_samples: int = 16
-    upsample_rounds: int = 2
-    num_render_samples: int = 24
-    """Samples per ray evaluated with gradients (the costly ones)."""
-    cache_resolution: int = 64
-    """Resolution of the cached SDF volume that places the coarse samples."""
-    cache_refresh_every: int = 20
-    init_variance: float = 0.3
-    sharpness_floor_start: float = 20.0
-    sharpness_floor_end: float = 1000.0
-    sharpness_floor_fraction: float = 0.6
-    """The NeuS sharpness is kept above a floor growing geometrically from start to end over this fraction."""
     cos_anneal_fraction: float = 0.0
     """Fraction of the run over which NeuS's cos-anneal ramps to 1 (0: exact from the start, as RNb-NeuS with masks)."""
-    coarse_to_fine_start_levels: int = 2
-    coarse_to_fine_fraction: float = 0.3
-    """Hash-grid levels are switched on one by one until this fraction of the run."""
 
     use_background_field: bool | None = None
     """Model everything outside the unit sphere with an outer NeRF++ field. None (auto): on when the data has no
@@ -107,7 +72,6 @@ class RnbSDFModelConfig(ModelConfig):
 
     # Losses
     rnb_loss_mult: float = 1.0
-    eikonal_loss_mult: float = 0.1
     mask_loss_mult: float = 1.0
     """RNb-NeuS uses 0.1 over 300k steps; in runs of a few thousand steps 0.1 lets the surface drift
     outwards (blob scene, 300 steps: Chamfer 10.9% of the radius with 0.1, 3.5% with 1.0)."""
@@ -116,7 +80,7 @@ class RnbSDFModelConfig(ModelConfig):
     """Extra uniform points in the unit sphere for the eikonal (and curvature) term."""
 
 
-class RnbSDFModel(Model):
+class RnbSDFModel(SDFModel):
     """NeuS SDF trained with RnB shading of normal + reflectance maps."""
 
     config: RnbSDFModelConfig
@@ -124,18 +88,14 @@ class RnbSDFModel(Model):
     def populate_modules(self) -> None:
         super().populate_modules()
         metadata = self.kwargs.get("metadata") or {}
-        # nerfstudio passes the run's device: it picks the hash-grid backend (never tinycudann on a CPU run).
-        self.field = self.config.sdf_field.setup(device=self.kwargs.get("device"))
         self.has_albedo = self.config.use_albedo and metadata.get("rnb_albedo_filenames") is not None
         self.albedo_head: AlbedoHead | None = (
             AlbedoHead(self.config.sdf_field.geo_feature_dim) if self.has_albedo else None
         )
-        self.variance = LearnedVariance(self.config.init_variance)
         use_background = self.config.use_background_field
         if use_background is None:
             use_background = "rnb_silhouette_source" in metadata and metadata["rnb_silhouette_source"] is None
         self.background: BackgroundField | None = self.config.background_field.setup() if use_background else None
-        self.sdf_cache = SDFGridCache(self.config.cache_resolution, bound=1.0)
         rotations = metadata.get("rnb_camera_rotations")
         if rotations is None:
             rotations = torch.eye(3).expand(max(self.num_train_data, 1), 3, 3)
@@ -143,57 +103,16 @@ class RnbSDFModel(Model):
         self.view_log_gain: nn.Parameter | None = None
         if self.has_albedo and self.config.per_view_gain:
             self.view_log_gain = nn.Parameter(torch.zeros(self.num_train_data, 3))
-        self.renderer_rgb = RGBRenderer(background_color="black")  # read by nerfstudio's get_rgba_image
-        self.image_metrics = ImageMetrics()
-        self.step = 0
-        self.total_steps = 30000
+
+    def head_modules(self) -> List[nn.Module]:
+        return [module for module in (self.albedo_head, self.background) if module is not None]
 
     # ------------------------------------------------------------------ training schedule
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
-        grid_params = list(self.field.grid.parameters()) if self.field.grid is not None else []
-        grid_ids = {id(p) for p in grid_params}
-        network = [p for p in self.field.parameters() if id(p) not in grid_ids]
-        if self.albedo_head is not None:
-            network += list(self.albedo_head.parameters())
-        if self.background is not None:
-            network += list(self.background.parameters())
-        groups = {"fields": network, "variance": list(self.variance.parameters())}
-        if grid_params:
-            groups["grid"] = grid_params
+        groups = super().get_param_groups()
         if self.view_log_gain is not None:
             groups["view_gains"] = [self.view_log_gain]
         return groups
-
-    def get_training_callbacks(
-        self, training_callback_attributes: TrainingCallbackAttributes
-    ) -> List[TrainingCallback]:
-        trainer = training_callback_attributes.trainer
-        if trainer is not None:
-            self.total_steps = int(trainer.config.max_num_iterations)
-        return [
-            TrainingCallback(
-                where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
-                update_every_num_iters=1,
-                func=self.set_step,
-            )
-        ]
-
-    def set_step(self, step: int) -> None:
-        """Advances every step-dependent schedule: grid levels, SDF cache, light mode, cos-anneal."""
-        self.step = step
-        num_levels = self.config.sdf_field.num_levels
-        ramp_steps = max(1, int(self.config.coarse_to_fine_fraction * self.total_steps))
-        start = min(self.config.coarse_to_fine_start_levels, num_levels)
-        active = start + (num_levels - start) * min(1.0, step / ramp_steps)
-        self.field.set_active_levels(int(math.ceil(active)) if step > 0 else start)
-        progress = min(1.0, step / max(1, self.config.sharpness_floor_fraction * self.total_steps))
-        start_s, end_s = self.config.sharpness_floor_start, self.config.sharpness_floor_end
-        self.variance.set_floor(start_s * (end_s / start_s) ** progress)
-        if step % self.config.cache_refresh_every == 0 or not bool(self.sdf_cache.initialised):
-            self.refresh_sdf_cache()
-
-    def refresh_sdf_cache(self) -> None:
-        self.sdf_cache.refresh(lambda points: self.field.get_sdf(points))
 
     def current_light_mode(self) -> str:
         if self.config.light_mode != "fixed-then-optimal":
@@ -207,35 +126,9 @@ class RnbSDFModel(Model):
         return torch.exp(log_gain)[camera_indices.clamp(0, log_gain.shape[0] - 1)]
 
     # ------------------------------------------------------------------ rendering
-    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:  # type: ignore[override]
-        if self.training:
-            return self._render(ray_bundle)
-        # nerfstudio's eval-batch step runs the model with autograd on; nothing in eval needs a graph
-        # (the SDF gradient itself is computed under enable_grad inside the field).
-        with torch.no_grad():
-            return self._render(ray_bundle)
-
-    def _render(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:
-        origins = ray_bundle.origins.reshape(-1, 3)
-        directions = ray_bundle.directions.reshape(-1, 3)
-        num_rays = origins.shape[0]
-        if not bool(self.sdf_cache.initialised):
-            self.refresh_sdf_cache()
-        samples = sample_surface(
-            lambda points, create_graph: self.field.get_sdf_and_gradient(points, create_graph=create_graph),
-            lambda points: self.field.get_sdf(points),
-            self.sdf_cache,
-            self.variance.inv_s(),
-            origins,
-            directions,
-            cos_anneal=cos_anneal_ratio(self.step, int(self.config.cos_anneal_fraction * self.total_steps)),
-            training=self.training,
-            num_coarse=self.config.num_coarse_samples,
-            num_network_coarse=self.config.num_network_coarse_samples,
-            num_upsample=self.config.num_upsample_samples,
-            upsample_rounds=self.config.upsample_rounds,
-            num_render=self.config.num_render_samples,
-        )
+    def shade(self, ray_bundle: RayBundle, rays: SampledRays) -> Dict[str, Tensor]:
+        """Headlight-shaded albedo for display; the RnB loss itself reads ``loss_terms``."""
+        samples, origins, directions = rays.samples, rays.origins, rays.directions
         hit_directions = directions[samples.ray_index]
         normals = samples.normals
         if self.albedo_head is not None:
@@ -243,27 +136,18 @@ class RnbSDFModel(Model):
         else:
             albedo = torch.ones_like(normals)
         headlight = (-(normals * hit_directions[:, None, :]).sum(-1, keepdim=True)).clamp(min=0.0)
-
-        def composite(values: Tensor) -> Tensor:
-            return scatter_rays(samples.composite(values), samples.ray_index, num_rays)
-
-        accumulation = composite(torch.ones_like(samples.t_mid[..., None]))
-        _, box_far, _ = intersect_unit_sphere(origins, directions, radius=math.sqrt(3.0))
-        # Distance along the ray to the object; empty rays end at the far side of the sphere around the
-        # scene box, so ns-export tsdf carves everything else (the background field too) as free space.
-        depth = composite(samples.t_mid[..., None]) + (1.0 - accumulation) * box_far[:, None]
         outputs: Dict[str, Tensor] = {
-            "rgb": composite(albedo * headlight),
-            "accumulation": accumulation,
-            "depth": depth,
-            "normal": composite(normals),
-            "albedo": composite(albedo),
+            "rgb": rays.composite(albedo * headlight),
+            "accumulation": rays.accumulation,
+            "depth": rays.depth,
+            "normal": rays.composite(normals),
+            "albedo": rays.composite(albedo),
         }
         background = None
         if self.background is not None:
             background = self.background.render(origins, directions, deterministic=not self.training)
             # The background is seen through whatever the object leaves transparent.
-            background["weights"] = background["weights"] * (1.0 - accumulation)
+            background["weights"] = background["weights"] * (1.0 - rays.accumulation)
             bg_weights, bg_albedo, bg_normal = background["weights"], background["colour"], background["normal"]
             bg_headlight = (-(bg_normal * directions[:, None, :]).sum(-1, keepdim=True)).clamp(min=0.0)
             outputs["rgb"] = outputs["rgb"] + (bg_weights[..., None] * bg_albedo * bg_headlight).sum(1)
@@ -273,18 +157,18 @@ class RnbSDFModel(Model):
         # nerfstudio's name and encoding for displayable normals (unit, mapped to [0, 1]); its point-cloud
         # and Poisson exporters read them from here.
         outputs["normals"] = (F.normalize(outputs["normal"], dim=-1) + 1.0) * 0.5
-        outputs["loss_terms"] = self._loss_terms(ray_bundle, samples, albedo, background, num_rays)  # type: ignore
+        outputs["loss_terms"] = self._loss_terms(ray_bundle, rays, albedo, background)  # type: ignore
         return outputs
 
     def _loss_terms(
         self,
         ray_bundle: RayBundle,
-        samples: SurfaceSamples,
+        rays: SampledRays,
         albedo: Tensor,
         background: Dict[str, Tensor] | None,
-        num_rays: int,
     ) -> Dict[str, Tensor]:
         """What the losses need besides the images. A nested dict: nerfstudio's image rendering skips it."""
+        samples, num_rays = rays.samples, rays.num_rays
         device = albedo.device
         terms: Dict[str, Tensor] = {}
         if self.training:
@@ -294,10 +178,11 @@ class RnbSDFModel(Model):
                 camera_indices = torch.zeros(num_rays, dtype=torch.long, device=device)
             terms["camera_indices"] = camera_indices
             gains = self.view_gains(camera_indices)
-            eikonal_extra = self._random_point_gradients()
         else:
-            # Eval views need not be training views: no per-view gains, no extra volume points.
-            camera_indices, gains, eikonal_extra = None, None, samples.gradient.new_zeros(0, 3)
+            # Eval views need not be training views: no per-view gains (and no extra eikonal volume points).
+            camera_indices, gains = None, None
+        # Curvature compares each volume point's gradient with a close neighbour's.
+        eikonal_extra = self.volume_gradients(with_neighbours=self.config.curvature_loss_mult > 0)
         hit_gains = gains[samples.ray_index] if gains is not None else None
         shading_albedo = self._shading_albedo(albedo, hit_gains)
         # sum_s w_s rho_c(x_s) grad f(x_s): the RnB prediction for any light l is this matrix times l.
@@ -342,19 +227,6 @@ class RnbSDFModel(Model):
         if self.config.rgb_plus:
             albedo = rgb_plus(albedo, self.config.loss_type)
         return albedo
-
-    def _random_point_gradients(self) -> Tensor:
-        """SDF gradients at uniform points in the unit sphere (regularises the whole volume)."""
-        count = self.config.num_eikonal_points
-        if count <= 0:
-            return torch.zeros(0, 3, device=self.device)
-        directions = F.normalize(torch.randn(count, 3, device=self.device), dim=-1)
-        points = directions * torch.rand(count, 1, device=self.device) ** (1.0 / 3.0)
-        if self.config.curvature_loss_mult > 0:
-            # Pair each point with a close neighbour: the curvature term compares their gradients.
-            points = torch.cat([points, points + F.normalize(torch.randn_like(points), dim=-1) * 0.01])
-        _, _, gradient = self.field.get_sdf_and_gradient(points, create_graph=True)
-        return gradient
 
     # ------------------------------------------------------------------ losses and metrics
     def rnb_lights(self, target_normals: Tensor | None, camera_indices: Tensor | None) -> Tensor:
@@ -420,14 +292,10 @@ class RnbSDFModel(Model):
         loss_dict["rnb_loss"] = self.config.rnb_loss_mult * rnb_loss
 
         eikonal = outputs["loss_terms"]["eikonal_gradient"]
-        loss_dict["eikonal_loss"] = self.config.eikonal_loss_mult * ((eikonal.norm(dim=-1) - 1.0) ** 2).mean()
-        if "fg_mask" in batch and self.config.mask_loss_mult > 0:
-            accumulation = outputs["accumulation"].float().clamp(1e-3, 1.0 - 1e-3)
-            # binary_cross_entropy refuses to run under CUDA autocast (--mixed-precision): keep it in float32.
-            with torch.autocast(device_type=accumulation.device.type, enabled=False):
-                loss_dict["mask_loss"] = self.config.mask_loss_mult * F.binary_cross_entropy(
-                    accumulation, batch["fg_mask"].to(accumulation.device).float()
-                )
+        loss_dict["eikonal_loss"] = self.eikonal_loss(eikonal)
+        mask_loss = self.mask_loss(outputs, batch)
+        if mask_loss is not None:
+            loss_dict["mask_loss"] = mask_loss
         if self.config.curvature_loss_mult > 0 and self.training:
             count = self.config.num_eikonal_points
             pairs = eikonal[-2 * count :]
@@ -438,11 +306,8 @@ class RnbSDFModel(Model):
         return loss_dict
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
-        metrics: Dict[str, Tensor] = {}
+        metrics = super().get_metrics_dict(outputs, batch)
         device = outputs["rgb"].device
-        image = batch["image"].to(device)
-        metrics["psnr"] = -10.0 * torch.log10(((outputs["rgb"] - image) ** 2).mean().clamp(min=1e-10))
-        metrics["inv_s"] = self.variance.inv_s().detach()
         mask = batch.get("fg_mask", batch.get("valid_normal"))
         normal_error = angular_error_degrees(outputs["normal"].detach(), batch["normal"].to(device))
         if mask is not None:
@@ -457,20 +322,13 @@ class RnbSDFModel(Model):
     def get_image_metrics_and_images(
         self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
     ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        metrics, images = super().get_image_metrics_and_images(outputs, batch)
         device = outputs["rgb"].device
-        image = batch["image"].to(device)
-        rgb = outputs["rgb"]
-        metrics = self.image_metrics(rgb, image)
         mask = batch.get("fg_mask", batch.get("valid_normal"))
         error = angular_error_degrees(outputs["normal"], batch["normal"].to(device))
         if mask is not None:
             error = error[mask.to(device)[..., 0] > 0.5]
         if error.numel():
             metrics["normal_error_deg"] = float(error.mean())
-        images = {
-            "img": torch.cat([image, rgb], dim=1),
-            "normal": torch.cat([(batch["normal"].to(device) + 1.0) * 0.5, outputs["normals"]], dim=1),
-            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
-            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
-        }
+        images["normal"] = torch.cat([(batch["normal"].to(device) + 1.0) * 0.5, outputs["normals"]], dim=1)
         return metrics, images

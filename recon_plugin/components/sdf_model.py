@@ -1,0 +1,262 @@
+"""The model scaffolding every NeuS-SDF method shares (rnb-sdf, nero-shape).
+
+An SDF model here is: the SDF field, its learned NeuS sharpness and the cached SDF volume that guides the
+sampler; step schedules that follow ``--max-num-iterations`` (coarse-to-fine grid levels, a rising sharpness
+floor, cos-anneal, cache refresh); NeuS sampling near the surface; the geometry every method composites the
+same way (accumulation, depth). A method subclass adds its heads and implements :meth:`SDFModel.shade`, the
+per-sample shading and compositing, and ``get_loss_dict``; the eikonal and mask terms are shared helpers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.rays import RayBundle
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.model_components.renderers import RGBRenderer
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.utils import colormaps
+from torch import Tensor, nn
+
+from recon_plugin.components.image_metrics import ImageMetrics
+from recon_plugin.components.neus import (
+    LearnedVariance,
+    SDFGridCache,
+    SurfaceSamples,
+    cos_anneal_ratio,
+    intersect_unit_sphere,
+    sample_surface,
+    scatter_rays,
+)
+from recon_plugin.components.schedules import run_length_callbacks
+from recon_plugin.components.sdf_field import ReconSDFFieldConfig
+
+
+@dataclass
+class SDFModelConfig(ModelConfig):
+    """Options every SDF model shares. Fractions refer to the run length (``--max-num-iterations``)."""
+
+    _target: Type = field(default_factory=lambda: SDFModel)
+    enable_collider: bool = False
+    """Rays are clipped to the unit sphere by the sampler itself."""
+    sdf_field: ReconSDFFieldConfig = field(default_factory=ReconSDFFieldConfig)
+
+    # Sampling (components/neus.py sample_surface)
+    num_coarse_samples: int = 64
+    """Samples per ray read from the cached SDF volume to find the stretch near the surface."""
+    num_network_coarse_samples: int = 32
+    """Samples per ray in that stretch evaluated by the network (no gradients) to place the render samples."""
+    num_upsample_samples: int = 16
+    upsample_rounds: int = 2
+    num_render_samples: int = 24
+    """Samples per ray evaluated with gradients (the costly ones)."""
+    cache_resolution: int = 64
+    """Resolution of the cached SDF volume that places the coarse samples."""
+    cache_refresh_every: int = 20
+    coarse_to_fine_start_levels: int = 2
+    coarse_to_fine_fraction: float = 0.3
+    """Hash-grid levels are switched on one by one until this fraction of the run."""
+
+    # NeuS sharpness
+    init_variance: float = 0.3
+    """inv_s = exp(10 v) starts at exp(3) ~ 20."""
+    sharpness_floor_start: float = 20.0
+    sharpness_floor_end: float = 1000.0
+    sharpness_floor_fraction: float = 0.6
+    """The NeuS sharpness is kept above a floor growing geometrically from start to end over this fraction."""
+    cos_anneal_fraction: float = 0.0
+    """Fraction of the run over which NeuS's cos-anneal ramps to 1 (0: exact from the start)."""
+
+    # Regularisers
+    eikonal_loss_mult: float = 0.1
+    num_eikonal_points: int = 512
+    """Extra uniform points in the unit sphere for the eikonal term (training only)."""
+    mask_loss_mult: float = 1.0
+    """BCE between accumulation and the data's foreground mask, when the batch has one."""
+
+
+@dataclass
+class SampledRays:
+    """A ray batch after NeuS sampling, with the geometry every SDF model composites the same way."""
+
+    origins: Tensor
+    """(R, 3)."""
+    directions: Tensor
+    """(R, 3) unit directions."""
+    samples: SurfaceSamples
+    """Render samples of the rays that meet the unit sphere."""
+    accumulation: Tensor = field(init=False)
+    """(R, 1) opacity of the object."""
+    depth: Tensor = field(init=False)
+    """(R, 1) distance along the ray to the object; empty rays end at the far side of the sphere around the scene
+    box, so ``ns-export tsdf`` carves everything else (a background field too) as free space."""
+
+    def __post_init__(self) -> None:
+        self.accumulation = self.composite(torch.ones_like(self.samples.t_mid[..., None]))
+        _, box_far, _ = intersect_unit_sphere(self.origins, self.directions, radius=math.sqrt(3.0))
+        self.depth = self.composite(self.samples.t_mid[..., None]) + (1.0 - self.accumulation) * box_far[:, None]
+
+    @property
+    def num_rays(self) -> int:
+        return self.origins.shape[0]
+
+    def composite(self, values: Tensor) -> Tensor:
+        """Per-sample values (H, S, C) composited with the NeuS weights into every ray of the batch (R, C)."""
+        return scatter_rays(self.samples.composite(values), self.samples.ray_index, self.num_rays)
+
+
+class SDFModel(Model):
+    """NeuS SDF model without shading; subclasses implement :meth:`shade` and ``get_loss_dict``."""
+
+    config: SDFModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        # nerfstudio passes the run's device: it picks the hash-grid backend (never tinycudann on a CPU run).
+        self.field = self.config.sdf_field.setup(device=self.kwargs.get("device"))
+        self.variance = LearnedVariance(self.config.init_variance)
+        self.sdf_cache = SDFGridCache(self.config.cache_resolution, bound=1.0)
+        self.renderer_rgb = RGBRenderer(background_color="black")  # read by nerfstudio's get_rgba_image
+        self.image_metrics = ImageMetrics()
+        self.step = 0
+        self.total_steps = 30000
+
+    def head_modules(self) -> List[nn.Module]:
+        """The method's own networks, trained in the "fields" parameter group after the SDF network."""
+        return []
+
+    # ------------------------------------------------------------------ training schedule
+    def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
+        grid_params = list(self.field.grid.parameters()) if self.field.grid is not None else []
+        grid_ids = {id(p) for p in grid_params}
+        network = [p for p in self.field.parameters() if id(p) not in grid_ids]
+        for module in self.head_modules():
+            network += list(module.parameters())
+        groups = {"fields": network, "variance": list(self.variance.parameters())}
+        if grid_params:
+            groups["grid"] = grid_params
+        return groups
+
+    def get_training_callbacks(
+        self, training_callback_attributes: TrainingCallbackAttributes
+    ) -> List[TrainingCallback]:
+        return run_length_callbacks(self, training_callback_attributes)
+
+    def fraction_step(self, fraction: float) -> int:
+        """The step at ``fraction`` of the run."""
+        return int(fraction * self.total_steps)
+
+    def set_step(self, step: int) -> None:
+        """Advances the step-dependent schedules: grid levels, sharpness floor, SDF cache (cos-anneal and any
+        method schedule read ``self.step``)."""
+        self.step = step
+        num_levels = self.config.sdf_field.num_levels
+        ramp_steps = max(1, self.fraction_step(self.config.coarse_to_fine_fraction))
+        start = min(self.config.coarse_to_fine_start_levels, num_levels)
+        active = start + (num_levels - start) * min(1.0, step / ramp_steps)
+        self.field.set_active_levels(int(math.ceil(active)) if step > 0 else start)
+        progress = min(1.0, step / max(1, self.fraction_step(self.config.sharpness_floor_fraction)))
+        start_s, end_s = self.config.sharpness_floor_start, self.config.sharpness_floor_end
+        self.variance.set_floor(start_s * (end_s / start_s) ** progress)
+        if step % self.config.cache_refresh_every == 0 or not bool(self.sdf_cache.initialised):
+            self.refresh_sdf_cache()
+
+    def refresh_sdf_cache(self) -> None:
+        self.sdf_cache.refresh(lambda points: self.field.get_sdf(points))
+
+    def inv_s(self) -> Tensor:
+        """The NeuS sharpness the renderer uses (a subclass may hold it fixed early in the run)."""
+        return self.variance.inv_s()
+
+    # ------------------------------------------------------------------ rendering
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:  # type: ignore[override]
+        if self.training:
+            return self.shade(ray_bundle, self.sample(ray_bundle))
+        # nerfstudio's eval-batch step runs the model with autograd on; nothing in eval needs a graph
+        # (the SDF gradient itself is computed under enable_grad inside the field).
+        with torch.no_grad():
+            return self.shade(ray_bundle, self.sample(ray_bundle))
+
+    def sample(self, ray_bundle: RayBundle) -> SampledRays:
+        """NeuS samples near the surface along every ray, with the object's accumulation and depth."""
+        origins = ray_bundle.origins.reshape(-1, 3)
+        directions = ray_bundle.directions.reshape(-1, 3)
+        if not bool(self.sdf_cache.initialised):
+            self.refresh_sdf_cache()
+        samples = sample_surface(
+            lambda points, create_graph: self.field.get_sdf_and_gradient(points, create_graph=create_graph),
+            lambda points: self.field.get_sdf(points),
+            self.sdf_cache,
+            self.inv_s(),
+            origins,
+            directions,
+            cos_anneal=cos_anneal_ratio(self.step, self.fraction_step(self.config.cos_anneal_fraction)),
+            training=self.training,
+            num_coarse=self.config.num_coarse_samples,
+            num_network_coarse=self.config.num_network_coarse_samples,
+            num_upsample=self.config.num_upsample_samples,
+            upsample_rounds=self.config.upsample_rounds,
+            num_render=self.config.num_render_samples,
+        )
+        return SampledRays(origins, directions, samples)
+
+    def shade(self, ray_bundle: RayBundle, rays: SampledRays) -> Dict[str, Tensor]:
+        """The method's step: shade the samples, composite, and return the outputs (``rgb`` first, then
+        ``accumulation``, ``depth``, ...; loss inputs under ``loss_terms``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement shade()")
+
+    def volume_gradients(self, with_neighbours: bool = False) -> Tensor:
+        """SDF gradients at ``num_eikonal_points`` uniform points in the unit sphere (regularises the whole volume).
+
+        Training only: eval losses use the render samples alone, so they do not depend on the random state.
+        ``with_neighbours`` appends a point 0.01 away from each one, for terms comparing neighbouring gradients.
+        """
+        count = self.config.num_eikonal_points
+        if count <= 0 or not self.training:
+            return torch.zeros(0, 3, device=self.device)
+        directions = F.normalize(torch.randn(count, 3, device=self.device), dim=-1)
+        points = directions * torch.rand(count, 1, device=self.device) ** (1.0 / 3.0)
+        if with_neighbours:
+            points = torch.cat([points, points + F.normalize(torch.randn_like(points), dim=-1) * 0.01])
+        _, _, gradient = self.field.get_sdf_and_gradient(points, create_graph=True)
+        return gradient
+
+    # ------------------------------------------------------------------ losses and metrics
+    def eikonal_loss(self, gradient: Tensor) -> Tensor:
+        """Weighted mean of (|grad f| - 1)^2 over the given SDF gradients (N, 3)."""
+        return self.config.eikonal_loss_mult * ((gradient.norm(dim=-1) - 1.0) ** 2).mean()
+
+    def mask_loss(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Tensor | None:
+        """Weighted BCE between the object's accumulation and the batch's ``fg_mask``; None without either."""
+        if "fg_mask" not in batch or self.config.mask_loss_mult <= 0:
+            return None
+        accumulation = outputs["accumulation"].float().clamp(1e-3, 1.0 - 1e-3)
+        # binary_cross_entropy refuses to run under CUDA autocast (--mixed-precision): keep it in float32.
+        with torch.autocast(device_type=accumulation.device.type, enabled=False):
+            return self.config.mask_loss_mult * F.binary_cross_entropy(
+                accumulation, batch["fg_mask"].to(accumulation.device).float()
+            )
+
+    def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:
+        image = batch["image"].to(outputs["rgb"].device)[..., :3]
+        return {
+            "psnr": -10.0 * torch.log10(((outputs["rgb"].detach() - image) ** 2).mean().clamp(min=1e-10)),
+            "inv_s": self.variance.inv_s().detach(),
+        }
+
+    def get_image_metrics_and_images(
+        self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
+        """PSNR/SSIM (LPIPS when available) of the image, and the image, depth and accumulation panels."""
+        image = batch["image"].to(outputs["rgb"].device)[..., :3]
+        rgb = outputs["rgb"].clamp(0.0, 1.0)
+        images = {
+            "img": torch.cat([image, rgb], dim=1),
+            "depth": colormaps.apply_depth_colormap(outputs["depth"], accumulation=outputs["accumulation"]),
+            "accumulation": colormaps.apply_colormap(outputs["accumulation"]),
+        }
+        return self.image_metrics(rgb, image), images
