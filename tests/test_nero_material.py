@@ -11,15 +11,20 @@ import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import trimesh
+from gltf_validation import validate_glb
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
+from recon_plugin.components.environment import read_environment
 from recon_plugin.components.raycast import MeshRayCaster
 from recon_plugin.components.shading import linear_to_srgb, reflect
+from recon_plugin.data.transforms import world_to_normalized
+from recon_plugin.export.gltf import read_glb_json
 from recon_plugin.methods.nero.material import MATERIAL_OUTPUTS, NeroMaterialModel, NeroMaterialModelConfig
 from recon_plugin.methods.nero.material_data import resolve_material_mesh
 
@@ -263,3 +268,98 @@ def test_ns_train_samples_hit_pixels_evaluates_and_saves(trained):
     assert {"Eval Images/img", "Eval Images/materials"} <= set(events.Tags()["images"])
     checkpoints = sorted((trained["config"].parent / "nerfstudio_models").glob("step-*.ckpt"))
     assert [c.name for c in checkpoints] == [f"step-{ITERATIONS - 1:09d}.ckpt"]
+
+
+# ---------------------------------------------------------------------------------------------------- exports
+TEXTURE_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def exported(trained) -> Path:
+    out = trained["root"] / "materials"
+    run(
+        [str(BIN / "recon-export-materials"), "--load-config", str(trained["config"]), "--output-dir", str(out),
+         "--texture-size", str(TEXTURE_SIZE), "--environment-height", "16"],
+        cwd=trained["root"],
+    )  # fmt: skip
+    return out
+
+
+def _accessor(document: dict, blob: bytes, index: int) -> np.ndarray:
+    accessor = document["accessors"][index]
+    view = document["bufferViews"][accessor["bufferView"]]
+    dtype = {5126: np.float32, 5123: np.uint16, 5125: np.uint32}[accessor["componentType"]]
+    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}[accessor["type"]]
+    data = np.frombuffer(blob, dtype=dtype, count=accessor["count"] * width, offset=view["byteOffset"])
+    return data.reshape(accessor["count"], width)
+
+
+def _texture(document: dict, blob: bytes, index: int) -> np.ndarray:
+    image = document["images"][document["textures"][index]["source"]]
+    view = document["bufferViews"][image["bufferView"]]
+    encoded = np.frombuffer(blob, np.uint8, count=view["byteLength"], offset=view["byteOffset"])
+    return cv2.imdecode(encoded, cv2.IMREAD_UNCHANGED)[..., ::-1].astype(np.float64) / 255.0  # BGR -> RGB
+
+
+def test_export_writes_a_valid_glb_in_world_units_vertex_materials_and_the_environment(trained, exported, tmp_path):
+    for name in ("model.glb", "materials.ply", "environment.exr", "environment.hdr", "environment.png"):
+        assert (exported / name).is_file(), name
+    assert not list(exported.glob(".*"))  # no staging leftovers
+    issues = validate_glb(exported / "model.glb", tmp_path)
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
+    document, blob = read_glb_json(exported / "model.glb")
+    primitive = document["meshes"][0]["primitives"][0]
+    pbr = document["materials"][0]["pbrMetallicRoughness"]
+    assert "baseColorTexture" in pbr and "metallicRoughnessTexture" in pbr
+    # The mesh given in world units comes back in world units (through the normalised frame and back).
+    gt = trimesh.load(trained["scene"] / "gt_mesh.ply", force="mesh")
+    positions = _accessor(document, blob, primitive["attributes"]["POSITION"])
+    np.testing.assert_allclose(positions.min(0), gt.vertices.min(0), atol=1e-4)
+    np.testing.assert_allclose(positions.max(0), gt.vertices.max(0), atol=1e-4)
+    vertices = trimesh.load(exported / "materials.ply", process=False).metadata["_ply_raw"]["vertex"]["data"]
+    assert len(vertices) == len(gt.vertices)
+    for column in ("albedo_r", "albedo_g", "albedo_b", "roughness", "metallic"):
+        assert (vertices[column] >= 0).all() and (vertices[column] <= 1).all(), column
+    environment = read_environment(exported / "environment.exr")
+    assert environment.shape == (16, 32, 3) and bool((environment > 0).all())
+    torch.testing.assert_close(read_environment(exported / "environment.hdr"), environment, rtol=0.02, atol=1e-3)
+
+
+def test_exported_textures_hold_the_field_values_at_surface_points(trained, exported):
+    from recon_plugin.export.loading import load_pipeline
+    from recon_plugin.export.materials import query_materials
+
+    _, pipeline, _, _ = load_pipeline(trained["config"])
+    outputs = pipeline.datamanager.train_dataparser_outputs
+    document, blob = read_glb_json(exported / "model.glb")
+    primitive = document["meshes"][0]["primitives"][0]
+    positions = _accessor(document, blob, primitive["attributes"]["POSITION"]).astype(np.float64)
+    uvs = _accessor(document, blob, primitive["attributes"]["TEXCOORD_0"]).astype(np.float64)
+    faces = _accessor(document, blob, primitive["indices"]).reshape(-1, 3).astype(np.int64)
+    pbr = document["materials"][0]["pbrMetallicRoughness"]
+    base = _texture(document, blob, pbr["baseColorTexture"]["index"])
+    packed = _texture(document, blob, pbr["metallicRoughnessTexture"]["index"])
+
+    # For sampled faces: the texel holding the face's UV centroid, its centre's barycentrics in the UV triangle,
+    # and through them the surface point that texel stands for.
+    generator = np.random.default_rng(0)
+    picked = generator.choice(len(faces), size=min(400, len(faces)), replace=False)
+    corners_uv = uvs[faces[picked]]
+    texel = np.floor(corners_uv.mean(1) * TEXTURE_SIZE).astype(int).clip(0, TEXTURE_SIZE - 1)
+    centre = (texel + 0.5) / TEXTURE_SIZE
+    a, b, c = corners_uv[:, 0], corners_uv[:, 1], corners_uv[:, 2]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+    w1 = ((centre[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (centre[:, 1] - a[:, 1])) / area
+    w2 = ((b[:, 0] - a[:, 0]) * (centre[:, 1] - a[:, 1]) - (centre[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])) / area
+    weights = np.stack([1.0 - w1 - w2, w1, w2], axis=-1)
+    inside = (weights > 1e-3).all(-1)
+    assert inside.sum() >= 30, inside.sum()
+    world = (weights[inside, :, None] * positions[faces[picked[inside]]]).sum(1)
+    points = world_to_normalized(world, outputs.dataparser_transform.numpy(), float(outputs.dataparser_scale))
+    field = query_materials(pipeline.model, points)
+    rows, columns = texel[inside, 1], texel[inside, 0]  # row 0 at v = 0 (glTF: the image's top)
+    expected_base = linear_to_srgb(torch.from_numpy(field["albedo"])).numpy()
+    # 8-bit textures: half a step of rounding, plus float32 round trips through the world frame.
+    np.testing.assert_allclose(base[rows, columns], expected_base, atol=0.6 / 255)
+    np.testing.assert_allclose(packed[rows, columns, 1], field["roughness"], atol=0.6 / 255)
+    np.testing.assert_allclose(packed[rows, columns, 2], field["metallic"], atol=0.6 / 255)
