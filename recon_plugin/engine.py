@@ -1,6 +1,7 @@
 """Trainer and pipeline shared by the plugin's methods.
 
-- :class:`ReconTrainer` makes every learning-rate schedule follow ``--max-num-iterations``.
+- :class:`ReconTrainer` makes every learning-rate schedule follow ``--max-num-iterations``;
+  :func:`recon_trainer_config` is the trainer skeleton the ray-based methods' configs fill in.
 - :class:`ReconPipeline` is nerfstudio's VanillaPipeline, made usable for multi-process training
   on CPUs too: nerfstudio wraps the model with ``DDP(device_ids=[rank])``, which only accepts GPU
   modules; on CPU we wrap with ``device_ids=None`` (gloo backend). It also loads checkpoints
@@ -11,15 +12,23 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Type
+from typing import Any, Dict, Literal, Mapping, Type
 
 import torch
 import torch.distributed as dist
+from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig, Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.models.base_model import Model
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from torch.nn.parallel import DistributedDataParallel as DDP
+
+from recon_plugin.components.schedules import WarmupCosineSchedulerConfig
+
+
+def default_device_type() -> str:
+    """CUDA when present, so `ns-train METHOD --data DIR` works as typed on a CPU-only machine."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -34,6 +43,40 @@ class ReconTrainerConfig(TrainerConfig):
     """TrainerConfig whose schedules follow the run length."""
 
     _target: Type = field(default_factory=lambda: ReconTrainer)
+
+
+def adam_warmup_cosine(lr: float, warmup_fraction: float, min_factor: float = 0.05) -> Dict[str, Any]:
+    """An ``optimizers`` entry: fused Adam, linear warm-up over ``warmup_fraction`` of the run, then cosine decay
+    to ``min_factor`` times ``lr`` at its end."""
+    return {
+        "optimizer": FusedAdamOptimizerConfig(lr=lr, eps=1e-15),
+        "scheduler": WarmupCosineSchedulerConfig(warmup_fraction=warmup_fraction, min_factor=min_factor),
+    }
+
+
+def recon_trainer_config(
+    method_name: str,
+    pipeline: VanillaPipelineConfig,
+    optimizers: Dict[str, Dict[str, Any]],
+    viewer_rays_per_chunk: int,
+) -> ReconTrainerConfig:
+    """The trainer skeleton of a ray-based method: 3000 steps, an eval batch every 500, an eval image and a save
+    (latest checkpoint only) every 1000, full precision, this machine's device, the viewer."""
+    return ReconTrainerConfig(
+        method_name=method_name,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=1000,
+        steps_per_eval_all_images=1000000,
+        steps_per_save=1000,
+        max_num_iterations=3000,
+        mixed_precision=False,
+        save_only_latest_checkpoint=True,
+        machine=MachineConfig(device_type=default_device_type()),
+        pipeline=pipeline,
+        optimizers=optimizers,
+        viewer=ViewerConfig(num_rays_per_chunk=viewer_rays_per_chunk),
+        vis="viewer",
+    )
 
 
 class ReconTrainer(Trainer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple, Type
+from typing import Any, Dict, List, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from recon_plugin.components.neus import (
 )
 from recon_plugin.components.schedules import run_length_callbacks
 from recon_plugin.components.sdf_field import ReconSDFFieldConfig
+from recon_plugin.engine import adam_warmup_cosine
 
 
 @dataclass
@@ -77,6 +78,16 @@ class SDFModelConfig(ModelConfig):
     """Extra uniform points in the unit sphere for the eikonal term (training only)."""
     mask_loss_mult: float = 1.0
     """BCE between accumulation and the data's foreground mask, when the batch has one."""
+
+
+def sdf_optimizers(warmup_fraction: float) -> Dict[str, Dict[str, Any]]:
+    """The trainer's ``optimizers`` for :meth:`SDFModel.get_param_groups`: the SDF grid at 10x the networks' rate,
+    every group warming up over ``warmup_fraction`` of the run, then decaying to 0.05x."""
+    return {
+        "fields": adam_warmup_cosine(1e-3, warmup_fraction),
+        "grid": adam_warmup_cosine(1e-2, warmup_fraction),
+        "variance": adam_warmup_cosine(1e-3, warmup_fraction),
+    }
 
 
 @dataclass

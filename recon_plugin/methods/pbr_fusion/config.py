@@ -19,11 +19,10 @@ from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from recon_plugin.components.schedules import WarmupCosineSchedulerConfig
-from recon_plugin.engine import FusedAdamOptimizerConfig
+from recon_plugin.engine import FusedAdamOptimizerConfig, default_device_type
 from recon_plugin.methods.pbr_fusion.datamanager import PbrDataManagerConfig
 from recon_plugin.methods.pbr_fusion.model import PbrFusionModelConfig
 from recon_plugin.methods.pbr_fusion.trainer import PbrFusionPipelineConfig, PbrFusionTrainerConfig
-from recon_plugin.methods.rnb_sdf.config import default_device_type
 
 
 @dataclass
