@@ -160,6 +160,10 @@ def _changed(before: dict, module: torch.nn.Module) -> set:
     return {k for k, v in module.named_parameters() if not torch.equal(before[k], v.detach())}
 
 
+def _buffers(module: torch.nn.Module) -> dict:
+    return {k: v.clone() for k, v in module.named_buffers()}
+
+
 def test_gan_step_updates_only_the_discriminator_and_generator_step_only_the_generator(data, tmp_path):
     config = small_config(data, tmp_path)
     config.vis = "viewer"  # no 3-D scene to show: must fall back to tensorboard instead of crashing
@@ -167,9 +171,14 @@ def test_gan_step_updates_only_the_discriminator_and_generator_step_only_the_gen
     assert trainer.config.vis == "tensorboard" and trainer.viewer_state is None
     model = trainer.pipeline.model
     g0, d0 = _snapshot(model.generator), _snapshot(model.discriminator)
+    statistics = _buffers(model.generator)
+    assert any("running_mean" in k for k in statistics)
     metrics = trainer.discriminator_iteration(step=0)
     assert torch.isfinite(metrics["discriminator_loss"])
     assert not _changed(g0, model.generator)
+    # The fakes come from a training-mode forward; it must not move the BatchNorm statistics evaluation uses.
+    for key, value in model.generator.named_buffers():
+        assert torch.equal(statistics[key], value), key
     # Most of D moves (biases followed by GroupNorm, or the last one under hinge at init, get exactly zero gradient).
     assert len(_changed(d0, model.discriminator)) > 0.5 * len(d0)
 
@@ -196,6 +205,20 @@ def test_resume_continues_exactly_like_the_uninterrupted_run(data, tmp_path):
     loss, loss_dict, _ = resumed.train_iteration(3)
     assert set(loss_dict) == set(expected_dict) and "gan_loss" in loss_dict
     assert float(loss.detach()) == float(expected.detach()), (float(loss.detach()), float(expected.detach()))
+
+
+def test_checkpointed_scaler_state_includes_the_discriminator_scaler():
+    """fp16 GAN runs scale D's and G's losses separately; a resumed run must get both scales back."""
+    from recon_plugin.methods.pbr_fusion.trainer import GeneratorGradScaler
+
+    saved = GeneratorGradScaler("cpu", True, torch.amp.GradScaler("cpu", init_scale=8.0))
+    state = saved.state_dict()
+    assert state["discriminator"]["scale"] == 8.0
+    restored = GeneratorGradScaler("cpu", True, torch.amp.GradScaler("cpu", init_scale=1.0))
+    restored.load_state_dict(state)
+    assert restored.discriminator.get_scale() == 8.0 and restored.get_scale() == saved.get_scale()
+    # Disabled scalers (CPU or bf16 runs) keep nerfstudio's empty state.
+    assert GeneratorGradScaler("cpu", False, torch.amp.GradScaler("cpu", enabled=False)).state_dict() == {}
 
 
 def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

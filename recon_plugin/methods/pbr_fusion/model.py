@@ -125,6 +125,24 @@ class PbrFusionModel(Model):
             for p, flag in zip(self.discriminator.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
 
+    @contextlib.contextmanager
+    def generator_statistics_frozen(self) -> Iterator[None]:
+        """The generator's BatchNorm layers normalise with batch statistics as in training but leave their
+        running statistics alone inside (the discriminator's step runs the generator only to make fakes; those
+        batches must not shift the statistics evaluation uses, nor make a run depend on the GAN's draws)."""
+        norms = [m for m in self.generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        counts = [m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None for m in norms]
+        for m in norms:
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+        try:
+            yield
+        finally:
+            for m, momentum, count in zip(norms, momenta, counts, strict=True):
+                m.momentum = momentum
+                if count is not None:
+                    m.num_batches_tracked.copy_(count)
+
     def update_to_step(self, step: int) -> None:
         self.step = step
 

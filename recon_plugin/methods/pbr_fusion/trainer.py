@@ -4,8 +4,8 @@ Per iteration (when the GAN is active): ``discriminator_steps_per_generator_step
 batches of the same step (generator output under no_grad, only the "discriminator" optimiser steps), then one
 generator step with the discriminator frozen (every other optimiser steps, with its gradient clipping).
 Mixed precision on CUDA uses bfloat16 where supported (no gradient scaling needed), else float16 with one
-GradScaler per network. Each iteration seeds torch's RNG from (machine seed, step), so a resumed run continues
-exactly like the uninterrupted one.
+GradScaler per network (both saved in the checkpoint). Each iteration seeds torch's RNG from (machine seed, step),
+so a resumed run continues exactly like the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class PbrFusionPipeline(ReconPipeline):
     def get_discriminator_loss_dict(self, step: int, draw: int) -> Dict[str, torch.Tensor]:
         """The discriminator's loss on batch ``draw`` of ``step`` (generator output detached)."""
         views, batch = self.datamanager.next_train(step, draw=draw)
-        with torch.no_grad():
+        with torch.no_grad(), self.pbr_model.generator_statistics_frozen():
             outputs = self.pbr_model.get_outputs(views)
         return self.pbr_model.discriminator_loss(outputs, batch, views)
 
@@ -85,6 +85,28 @@ class PbrFusionPipeline(ReconPipeline):
         return result
 
 
+class GeneratorGradScaler(torch.amp.GradScaler):
+    """The generator's gradient scaler, carrying the discriminator's scaler in its state dict, so nerfstudio's
+    checkpoint (which saves one scaler) saves and restores both and an fp16 GAN run resumes with its scales."""
+
+    def __init__(self, device: str, enabled: bool, discriminator: torch.amp.GradScaler) -> None:
+        super().__init__(device, enabled=enabled)
+        self.discriminator = discriminator
+
+    def state_dict(self) -> Dict:
+        state = super().state_dict()
+        if state:  # a disabled scaler has no state
+            state["discriminator"] = self.discriminator.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Dict) -> None:
+        state = dict(state_dict)
+        discriminator = state.pop("discriminator", None)
+        super().load_state_dict(state)
+        if discriminator:
+            self.discriminator.load_state_dict(discriminator)
+
+
 @dataclass
 class PbrFusionTrainerConfig(ReconTrainerConfig):
     """ReconTrainerConfig for pbr-fusion (GAN step, per-step seeding, no 3-D viewer)."""
@@ -108,8 +130,8 @@ class PbrFusionTrainer(ReconTrainer):
             self.amp_dtype = torch.bfloat16
         fp16 = on_cuda and self.mixed_precision and self.amp_dtype == torch.float16
         # Separate scalers: D's and G's losses have unrelated magnitudes (bug 7 of the original).
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.discriminator_grad_scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.grad_scaler = GeneratorGradScaler("cuda", fp16, self.discriminator_grad_scaler)
         self._train_started: float | None = None
 
     def setup(self, test_mode: Literal["test", "val", "inference"] = "val") -> None:
