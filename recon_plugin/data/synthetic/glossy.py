@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +67,8 @@ from recon_plugin.components.shading import (
     sample_ggx_reflection,
 )
 from recon_plugin.data.image_io import write_png
-from recon_plugin.data.synthetic.rnb import _commit_output, prepare_output, write_gt_mesh
+from recon_plugin.data.synthetic.output import staged_output, write_scene_json
+from recon_plugin.data.synthetic.rnb import write_gt_mesh
 from recon_plugin.data.synthetic.scene import (
     PIXEL_CENTER,
     Camera,
@@ -511,8 +511,7 @@ def write_glossy_scene(
         raise ValueError(f"samples must be >= 3, got {samples}")
     out = Path(out)
     start = time.perf_counter()
-    tmp = prepare_output(out, overwrite)
-    try:
+    with staged_output(out, overwrite) as tmp:
         scene = make_scene(shape)
         cameras = make_cameras(scene, views, size, seed=seed)
         env = procedural_environment(environment, env_height, 2 * env_height, seed=seed)
@@ -604,11 +603,7 @@ def write_glossy_scene(
             "transforms_json": transforms_json,
             "render_seconds": render_seconds,
         }
-        (tmp / "scene.json").write_text(json.dumps(info, indent=2) + "\n")
-        _commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_scene_json(tmp, info)
     seconds = time.perf_counter() - start
     say(f"recon-synth glossy: wrote {out} in {seconds:.1f} s")
     return {**info, "path": str(out), "seconds": seconds}

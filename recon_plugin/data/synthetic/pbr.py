@@ -58,8 +58,8 @@ from recon_plugin.components.shading import (
     srgb_to_linear,
 )
 from recon_plugin.data.image_io import encode_normals, write_png
+from recon_plugin.data.synthetic.output import staged_output
 from recon_plugin.data.synthetic.pbr_materials import FAMILIES, MaterialMaps, make_material
-from recon_plugin.data.synthetic.rnb import _commit_output, prepare_output
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -349,10 +349,9 @@ def write_pbr_dataset(
         raise ValueError(f"unknown material families {unknown}; expected some of {', '.join(FAMILIES)}")
     workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
     families = tuple(families)
-    tmp = prepare_output(Path(out), overwrite)
     start = time.perf_counter()
     context = multiprocessing.get_context("fork")
-    try:
+    with staged_output(out, overwrite) as tmp:
         with context.Pool(workers) as pool:
             names = pool.map(_write_material_task, [(tmp, i, families, size, seed) for i in range(materials)])
             envs = pool.map(_environment_task, [(i, seed) for i in range(environments)])
@@ -389,12 +388,6 @@ def write_pbr_dataset(
         }
         (tmp / "input").mkdir(exist_ok=True)
         (tmp / "input" / "render_metadata.json").write_text(json.dumps(metadata, indent=1))
-        _commit_output(tmp, Path(out))
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     total = time.perf_counter() - start
     figures = {
         "samples": len(tasks),

@@ -24,9 +24,6 @@ run leaves nothing half-written under the requested name.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +32,7 @@ import numpy as np
 
 from recon_plugin.data.image_io import encode_normals, write_png
 from recon_plugin.data.synthetic.backdrop import PLANE_MIN_ELEVATION_DEG, Backdrop, make_backdrop
+from recon_plugin.data.synthetic.output import staged_output, write_scene_json
 from recon_plugin.data.synthetic.ps_realism import (
     BiasField,
     PsRealism,
@@ -58,7 +56,6 @@ __all__ = [
     "GENERATOR_VERSION",
     "albedo_gains",
     "camera_normals_opengl",
-    "prepare_output",
     "render_rnb_view",
     "scale_matrix",
     "write_gt_mesh",
@@ -84,34 +81,6 @@ def scale_matrix(scene: SyntheticScene, margin: float = SCALE_MAT_MARGIN) -> np.
 def camera_normals_opengl(world_normals: np.ndarray, camera: Camera) -> np.ndarray:
     """World normals (..., 3) -> camera-frame normals in OpenGL axes (x right, y up, z towards the camera)."""
     return (world_normals @ camera.R.T) * np.array([1.0, -1.0, -1.0])
-
-
-def prepare_output(out: Path, overwrite: bool) -> Path:
-    """Checks the target folder and returns a fresh temporary folder beside it.
-
-    Raises:
-        FileExistsError: ``out`` is a non-empty folder (or a file) and ``overwrite`` is off.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out}: folder is not empty (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-    tmp.mkdir()
-    return tmp
-
-
-def _commit_output(tmp: Path, out: Path) -> None:
-    """Moves the finished temporary folder to ``out``, replacing an existing folder."""
-    if out.exists():
-        trash = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
-        os.replace(out, trash)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def write_gt_mesh(scene: SyntheticScene, path: Path, resolution: int = 256) -> tuple[int, int]:
@@ -250,8 +219,7 @@ def write_rnb_scene(
     out = Path(out)
     start = time.perf_counter()
     gains = albedo_gains(views, settings.albedo_scale_jitter, seed)
-    tmp = prepare_output(out, overwrite)
-    try:
+    with staged_output(out, overwrite) as tmp:
         cameras = make_cameras(
             scene, views, size, seed=seed, max_elevation_deg=MAX_ELEVATION_DEG, min_elevation_deg=min_elevation
         )
@@ -323,11 +291,7 @@ def write_rnb_scene(
         }
         if settings.albedo_scale_jitter > 0:
             info["albedo_gains"] = gains.tolist()
-        (tmp / "scene.json").write_text(json.dumps(info, indent=2) + "\n")
-        _commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_scene_json(tmp, info)
     seconds = time.perf_counter() - start
     say(f"recon-synth: wrote {out} in {seconds:.1f} s")
     return {**info, "path": str(out), "seconds": seconds}
