@@ -4,25 +4,19 @@ ablation, and `ns-train nero-shape` end to end on a tiny `recon-synth glossy` sc
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import trimesh
+from cli_helpers import BIN, run
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from recon_plugin.components.sdf_visibility import sdf_ray_opacity
 from recon_plugin.methods.nero.model import MATERIAL_OUTPUTS, NeroShapeModel, NeroShapeModelConfig
 from recon_plugin.methods.nero.shading import PlainColourShading, SplitSumShading
-
-BIN = Path(sys.executable).parent
-ENV = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"} | {"PYTHONWARNINGS": "ignore"}
 
 
 def make_model(shading: str = "split-sum", step: int = 50, total: int = 100) -> NeroShapeModel:
@@ -169,12 +163,6 @@ def test_plain_ablation_switches_the_colour_head():
 ITERATIONS = 12
 EVAL_EVERY = 5
 SAVE_EVERY = 10
-
-
-def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
 
 
 @pytest.fixture(scope="module")

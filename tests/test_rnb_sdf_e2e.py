@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -23,23 +22,16 @@ import pytest
 import torch
 import trimesh
 from browser import CHROMIUM, CHROMIUM_MISSING, headless_chromium
+from cli_helpers import BIN, ENV, run
 
 from recon_plugin.data.synthetic.rnb import write_rnb_scene
 from recon_plugin.data.transforms import load_dataparser_transform, normalized_to_world
 from recon_plugin.eval.mesh_metrics import evaluate_mesh_files, evaluate_meshes, load_mesh, point_to_mesh_distance
 
-BIN = Path(sys.executable).parent
 ITERATIONS = 250
 EVAL_EVERY = 100
 SAVE_EVERY = 200
 SIZE = 64
-ENV = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"} | {"PYTHONWARNINGS": "ignore"}
-
-
-def run(command: list[str], cwd: Path | None = None, timeout: int = 1500) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
 
 
 def free_port() -> int:
