@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from recon_plugin.components.background import BackgroundField, BackgroundFieldConfig
 from recon_plugin.components.neus import SurfaceSamples
+from recon_plugin.components.sdf_field import ReconSDFFieldConfig
 from recon_plugin.components.sdf_model import SampledRays, SDFModel, SDFModelConfig
 from recon_plugin.components.sdf_visibility import sdf_ray_opacity
 from recon_plugin.components.shading import linear_to_srgb
@@ -47,7 +48,20 @@ class NeroShapeModelConfig(SDFModelConfig):
     """"split-sum": NeRO's reflection-aware shading; "plain": NeuS's view-dependent colour head (the ablation),
     same SDF, sampler and losses (no occlusion term)."""
     shading_sizes: NeroShadingSizes = field(default_factory=NeroShadingSizes)
-    background_field: BackgroundFieldConfig = field(default_factory=lambda: BackgroundFieldConfig(view_dependent=True))
+    sdf_field: ReconSDFFieldConfig = field(default_factory=lambda: ReconSDFFieldConfig(max_resolution=64))
+    """The shared SDF field with its finest grid level at 64 (rnb-sdf: 128): a 128-pixel view of the object puts
+    about one pixel on a 64-voxel cell, and every training step reads and writes the whole grid (its gradient is
+    dense), which at 128 takes a third of a CPU step."""
+    background_field: BackgroundFieldConfig = field(
+        default_factory=lambda: BackgroundFieldConfig(view_dependent=True, num_samples=16, hidden_dim=64)
+    )
+    """NeRO: 32 samples, 8 x 256. 16 samples on 4 x 64 keep the background under a tenth of a CPU step; it only
+    needs to explain what is behind the object."""
+
+    # Sampling
+    num_network_coarse_samples: int = 16
+    """Network samples on the stretch near the surface that the SDF cache finds (rnb-sdf: 32), before the two
+    up-sampling rounds of 16."""
 
     # NeuS sharpness
     freeze_variance_fraction: float = 15_000 / _NERO_STEPS

@@ -1,0 +1,271 @@
+"""nero-shape benchmark: mesh accuracy against training time, step cost, throughput and memory.
+
+Each run is the real command a user types, ``ns-train nero-shape --data SCENE`` with the method's defaults (eval
+steps included), plus only what the bench needs around it: the run length when ``--iterations`` is given, a
+checkpoint every ``--curve-every`` steps kept on disk (for the accuracy curve; saving does not change training)
+and tensorboard logging instead of the viewer. The final mesh is what ``recon-extract-mesh`` writes (defaults,
+512^3), scored by ``recon-eval mesh`` against the scene's exact ``gt_mesh.ply``; the curve's meshes come from
+the intermediate checkpoints through the same extraction code at 256^3. Times are wall-clock seconds since the
+start of ``ns-train`` (start-up and eval steps included: what a user waits for).
+
+    python bench/nero_shape/run.py [--scene DIR] [--shading split-sum,plain] [--iterations N]
+
+Without ``--scene`` the default ``recon-synth glossy`` scene is generated first (10-20 CPU minutes). Results
+go to bench/nero_shape/results.json (runs of earlier sessions are kept, each with its machine and command) and
+results.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+
+
+def machine_info() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run_checked(command: list[str], log_path: Path) -> str:
+    """Runs a command, its output teed to ``log_path``; a failure stops the bench with the log's tail."""
+    with open(log_path, "w") as log:
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    output = log_path.read_text()
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{output[-4000:]}")
+    return output
+
+
+def train(scene: Path, shading: str, iterations: int | None, curve_every: int, workdir: Path) -> dict:
+    """``ns-train nero-shape`` on ``scene``; returns the run folder, wall time, peak memory and checkpoint times."""
+    import psutil
+
+    command = [
+        str(BIN / "ns-train"),
+        "nero-shape",
+        "--data",
+        str(scene),
+        "--output-dir",
+        str(workdir / "runs"),
+        "--experiment-name",
+        shading,
+        "--timestamp",
+        "bench",
+        "--vis",
+        "tensorboard",
+        "--save-only-latest-checkpoint",
+        "False",
+        "--steps-per-save",
+        str(curve_every),
+    ]
+    if iterations is not None:
+        command += ["--max-num-iterations", str(iterations)]
+    if shading != "split-sum":
+        command += ["--pipeline.model.shading", shading]
+    run_dir = workdir / "runs" / shading / "nero-shape" / "bench"
+    checkpoints = run_dir / "nerfstudio_models"
+    log_path = workdir / f"train-{shading}.log"
+    print("  " + " ".join(command), flush=True)
+    start = time.time()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        watched = psutil.Process(process.pid)
+        peak_rss, seen = 0, {}
+        while process.poll() is None:
+            try:
+                rss = watched.memory_info().rss + sum(c.memory_info().rss for c in watched.children(recursive=True))
+                peak_rss = max(peak_rss, rss)
+            except psutil.NoSuchProcess:
+                pass
+            # A checkpoint's time is when it first appears: nerfstudio writes it right after that step.
+            for path in checkpoints.glob("step-*.ckpt") if checkpoints.is_dir() else []:
+                seen.setdefault(path.name, time.time() - start)
+            time.sleep(1.0)
+    wall = time.time() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"ns-train failed ({process.returncode}):\n{log_path.read_text()[-4000:]}")
+    for path in checkpoints.glob("step-*.ckpt"):
+        seen.setdefault(path.name, wall)
+    return {
+        "command": " ".join(["ns-train", *command[1:]]),
+        "run_dir": run_dir,
+        "wall_seconds": wall,
+        "peak_rss_mib": peak_rss / 2**20,
+        "checkpoint_seconds": {int(name[5:-5]): seconds for name, seconds in seen.items()},
+    }
+
+
+def step_timings(run_dir: Path) -> dict:
+    """Seconds per training step and rays/s as nerfstudio logged them (running means, every 10 steps)."""
+    import numpy as np
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = events.Tags()["scalars"]
+
+    def values(tag: str) -> list[float]:
+        return [event.value for event in events.Scalars(tag)] if tag in tags else []
+
+    step_times = values("Train Iter (time)")
+    rays = values("Train Rays / Sec")
+    # The first logged means include the set-up of caches and the allocator: the median is the steady cost.
+    return {
+        "seconds_per_step": float(np.median(step_times)) if step_times else None,
+        "rays_per_second": float(np.median(rays)) if rays else None,
+    }
+
+
+def score_checkpoints(run_dir: Path, checkpoint_seconds: dict, gt_path: Path, scale: float) -> list[dict]:
+    """Chamfer and F-score of the mesh of every checkpoint (256^3, same extraction as recon-extract-mesh)."""
+    import torch
+
+    from recon_plugin.eval.mesh_metrics import evaluate_meshes, load_mesh
+    from recon_plugin.export.loading import load_pipeline
+    from recon_plugin.export.mesh import extract_world_mesh
+
+    _, pipeline, _, _ = load_pipeline(run_dir / "config.yml")
+    gt = load_mesh(gt_path)
+    curve = []
+    for step in sorted(checkpoint_seconds):
+        state = torch.load(run_dir / "nerfstudio_models" / f"step-{step:09d}.ckpt", map_location="cpu")
+        pipeline.load_pipeline(state["pipeline"], state["step"])
+        pipeline.eval()
+        mesh = extract_world_mesh(pipeline, resolution=256, vertex_colors=False, log=None)
+        metrics = evaluate_meshes(mesh, gt, scale=scale, num_samples=100_000)
+        point = {
+            "step": step,
+            "seconds": round(checkpoint_seconds[step], 1),
+            "chamfer_rel": metrics["chamfer_rel"],
+            "fscore_1pct": metrics["fscore"]["0.01"],
+        }
+        curve.append(point)
+        chamfer = 100 * point["chamfer_rel"]
+        print(f"    step {point['step']}: {point['seconds']:.0f} s, Chamfer {chamfer:.3f} %", flush=True)
+    return curve
+
+
+def final_score(run_dir: Path, gt_path: Path, workdir: Path, name: str) -> dict:
+    """``recon-extract-mesh`` with its defaults, then ``recon-eval mesh`` (scale: the scene's bounding radius)."""
+    mesh_path = workdir / f"{name}-mesh.ply"
+    config = run_dir / "config.yml"
+    extract = [str(BIN / "recon-extract-mesh"), "--load-config", str(config), "--output-path", str(mesh_path)]
+    run_checked(extract, workdir / f"extract-{name}.log")
+    output = run_checked([str(BIN / "recon-eval"), "mesh", str(mesh_path), str(gt_path)], workdir / f"eval-{name}.log")
+    metrics = json.loads(output.strip().splitlines()[-1])
+    return {
+        "chamfer_rel": metrics["chamfer_rel"],
+        "chamfer_world": metrics["chamfer"],
+        "accuracy_rel": metrics["accuracy_rel"],
+        "completeness_rel": metrics["completeness_rel"],
+        "fscore_0.5pct": metrics["fscore"]["0.005"],
+        "fscore_1pct": metrics["fscore"]["0.01"],
+        "fscore_2pct": metrics["fscore"]["0.02"],
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, run in results["runs"].items():
+        seconds = [p["seconds"] / 60 for p in run["curve"]]
+        axes[0].plot(seconds, [100 * p["chamfer_rel"] for p in run["curve"]], "o-", label=name)
+        axes[1].plot(seconds, [p["fscore_1pct"] for p in run["curve"]], "o-", label=name)
+    axes[0].axhline(1.0, color="grey", ls="--", lw=1)
+    axes[0].set(xlabel="wall time since ns-train started (min)", ylabel="Chamfer (% of bounding radius)", yscale="log")
+    axes[1].set(xlabel="wall time since ns-train started (min)", ylabel="F-score at 1 %", ylim=(0, 1.02))
+    axes[0].legend()
+    fig.suptitle("nero-shape on the default recon-synth glossy scene (CPU)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scene", type=Path, default=None, help="a recon-synth glossy scene (default: generate)")
+    parser.add_argument("--shading", default="split-sum", help="comma-separated: split-sum, plain")
+    parser.add_argument("--iterations", type=int, default=None, help="run length (default: the method's)")
+    parser.add_argument("--curve-points", type=int, default=6, help="checkpoints scored along the run")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep runs and meshes here (default: a temp dir)")
+    args = parser.parse_args()
+    for shading in args.shading.split(","):
+        if shading not in ("split-sum", "plain"):
+            raise SystemExit(f"--shading: unknown head {shading!r} (split-sum or plain)")
+
+    from recon_plugin.methods.nero.config import nero_shape_config
+
+    iterations = args.iterations or nero_shape_config().max_num_iterations
+    curve_every = max(1, iterations // args.curve_points)
+    machine = machine_info()
+    results_path = HERE / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nero_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        scene = args.scene
+        if scene is None:
+            scene = workdir / "scene"
+            print("nero-shape bench: recon-synth glossy (defaults)", flush=True)
+            run_checked([str(BIN / "recon-synth"), "glossy", str(scene)], workdir / "synth.log")
+        info = json.loads((scene / "scene.json").read_text())
+        gt_path = scene / "gt_mesh.ply"
+        for shading in args.shading.split(","):
+            print(f"nero-shape bench: {shading}, {iterations} iterations", flush=True)
+            trained = train(scene, shading, args.iterations, curve_every, workdir)
+            timings = step_timings(trained["run_dir"])
+            curve = score_checkpoints(
+                trained["run_dir"], trained["checkpoint_seconds"], gt_path, float(info["bounding_radius"])
+            )
+            final = final_score(trained["run_dir"], gt_path, workdir, shading)
+            print(f"  final (recon-extract-mesh 512^3): Chamfer {100 * final['chamfer_rel']:.3f} %", flush=True)
+            results["runs"][shading] = {
+                "scene": {k: info.get(k) for k in ("shape", "views", "size", "samples_per_pixel", "bounding_radius")},
+                "iterations": iterations,
+                "wall_seconds": round(trained["wall_seconds"], 1),
+                **{k: round(v, 4) if v is not None else None for k, v in timings.items()},
+                "peak_rss_mib": round(trained["peak_rss_mib"]),
+                "final": final,
+                "curve": curve,
+                "train_command": trained["command"],
+                "command": "python bench/nero_shape/run.py " + " ".join(sys.argv[1:]),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": machine,
+            }
+            results_path.write_text(json.dumps(results, indent=2))
+        plot(results, HERE / "results.png")
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    summary = {
+        name: run["final"] | {k: run[k] for k in ("wall_seconds", "seconds_per_step", "rays_per_second")}
+        for name, run in results["runs"].items()
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
