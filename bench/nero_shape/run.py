@@ -43,6 +43,7 @@ def machine_info() -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "niceness": os.nice(0),
     }
 
 
@@ -222,7 +223,6 @@ def main() -> None:
     curve_every = max(1, iterations // args.curve_points)
     machine = machine_info()
     results_path = HERE / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nero_bench_"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -242,7 +242,7 @@ def main() -> None:
             )
             final = final_score(trained["run_dir"], gt_path, workdir, shading)
             print(f"  final (recon-extract-mesh 512^3): Chamfer {100 * final['chamfer_rel']:.3f} %", flush=True)
-            results["runs"][shading] = {
+            run = {
                 "scene": {k: info.get(k) for k in ("shape", "views", "size", "samples_per_pixel", "bounding_radius")},
                 "iterations": iterations,
                 "wall_seconds": round(trained["wall_seconds"], 1),
@@ -255,7 +255,12 @@ def main() -> None:
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "machine": machine,
             }
-            results_path.write_text(json.dumps(results, indent=2))
+            # Read just before writing: runs of the other head may be running in another process at the same time.
+            results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
+            results["runs"][shading] = run
+            tmp = results_path.with_name(f".results.{os.getpid()}.json.tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            os.replace(tmp, results_path)
         plot(results, HERE / "results.png")
     finally:
         if args.workdir is None:
