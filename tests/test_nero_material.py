@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,15 +21,20 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from browser import CHROMIUM, CHROMIUM_MISSING, headless_chromium
 from gltf_validation import validate_glb
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from recon_plugin.components.environment import read_environment
 from recon_plugin.components.raycast import MeshRayCaster
-from recon_plugin.components.shading import linear_to_srgb, reflect
+from recon_plugin.components.shading import linear_to_srgb, reflect, specular_albedo
+from recon_plugin.data.image_io import read_image
+from recon_plugin.data.nero_dataparser import DEPTH_BACKGROUND, read_glossy_depth
 from recon_plugin.data.transforms import world_to_normalized
+from recon_plugin.eval.material_metrics import material_errors, material_errors_of_run
 from recon_plugin.export.gltf import read_glb_json
+from recon_plugin.export.relight import Relighter
 from recon_plugin.methods.nero.material import MATERIAL_OUTPUTS, NeroMaterialModel, NeroMaterialModelConfig
 from recon_plugin.methods.nero.material_data import resolve_material_mesh
 
@@ -363,3 +373,151 @@ def test_exported_textures_hold_the_field_values_at_surface_points(trained, expo
     np.testing.assert_allclose(base[rows, columns], expected_base, atol=0.6 / 255)
     np.testing.assert_allclose(packed[rows, columns, 1], field["roughness"], atol=0.6 / 255)
     np.testing.assert_allclose(packed[rows, columns, 2], field["metallic"], atol=0.6 / 255)
+
+
+# ---------------------------------------------------------------------------------------------------- relighting
+class _ConstantMaterial(torch.nn.Module):
+    def __init__(self, albedo: float, roughness: float, metallic: float) -> None:
+        super().__init__()
+        self.values = (albedo, roughness, metallic)
+
+    def forward(self, positions: torch.Tensor) -> dict:
+        albedo, roughness, metallic = (torch.full_like(positions[:, :1], v) for v in self.values)
+        return {"albedo": albedo.expand(-1, 3), "roughness": roughness, "metallic": metallic}
+
+
+def test_relighting_a_convex_object_under_a_uniform_environment_gives_its_albedos():
+    """Furnace through the relighting path: under L = 1 everywhere a convex object (no secondary hit) reflects
+    (1 - m) a + (F0 A + B), the diffuse and specular directional albedos."""
+    model = make_model(trimesh.creation.icosphere(subdivisions=4, radius=0.5)).eval()
+    model.material = _ConstantMaterial(albedo=0.5, roughness=0.5, metallic=0.0)
+    relighter = Relighter(model, torch.ones(16, 32, 3), np.eye(3), num_diffuse=256, num_specular=256)
+    rays = rays_towards_origin(8, spread=0.05)
+    radiance = relighter.render_rays(rays.origins, rays.directions)
+    _, index, _, normals = model.surface_hits(rays.origins, rays.directions)
+    assert index.numel() == 8
+    n_dot_v = (normals * -rays.directions).sum(-1, keepdim=True)
+    expected = 0.5 + specular_albedo(torch.full((8, 3), 0.5), torch.zeros(8, 1), n_dot_v, torch.full((8, 1), 0.5))
+    torch.testing.assert_close(radiance, expected, atol=0.02, rtol=0)
+
+
+def test_recon_relight_renders_the_test_views_in_the_world_frame(trained, tmp_path):
+    out = tmp_path / "relit"
+    scene = trained["scene"]
+    run(
+        [str(BIN / "recon-relight"), "--load-config", str(trained["config"]), "--env",
+         str(scene / "relight" / "environment.exr"), "--output-dir", str(out), "--num-diffuse-samples", "4",
+         "--num-specular-samples", "4"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    expected = sorted(p.name for p in (scene / "relight").glob("*.png"))
+    assert sorted(p.name for p in out.glob("*.png")) == expected
+    for name in expected:
+        ours, truth = read_image(out / name), read_image(scene / "relight" / name)
+        background = read_glossy_depth(scene / name.replace(".png", "-depth.png")) >= DEPTH_BACKGROUND
+        assert ours.shape == truth.shape and background.any()
+        # Off the object both show the new environment: equal only if the world frame is restored exactly.
+        assert np.abs(ours - truth)[background].max() <= 1.0 / 255 + 1e-6
+    result = run([str(BIN / "recon-eval"), "relight", str(out), str(scene)], cwd=tmp_path)
+    metrics = json.loads(result.stdout)  # one JSON line on stdout
+    assert metrics["num_views"] == len(expected) and math.isfinite(metrics["psnr_object"])
+    assert metrics["psnr_image"] > metrics["psnr_object"]  # the background matches exactly, the object does not
+
+
+def test_material_errors_fit_the_albedo_scale_per_channel():
+    generator = np.random.default_rng(0)
+    truth = {
+        "albedo": generator.uniform(0.1, 0.9, (500, 3)),
+        "roughness": generator.uniform(0.05, 0.6, 500),
+        "metallic": (generator.uniform(size=500) > 0.5).astype(float),
+    }
+    # The albedo/light ambiguity: a per-channel scale of the albedo is not an error.
+    predicted = {"albedo": truth["albedo"] / np.array([2.0, 1.0, 0.5]), "roughness": truth["roughness"] + 0.05,
+                 "metallic": np.where(np.arange(500) < 50, 1.0 - truth["metallic"], truth["metallic"])}  # fmt: skip
+    errors = material_errors(predicted, truth)
+    assert errors["albedo_mae_after_scale"] < 1e-9
+    np.testing.assert_allclose(errors["albedo_scale"], [2.0, 1.0, 0.5])
+    assert errors["roughness_mae"] == pytest.approx(0.05)
+    assert errors["metallic_accuracy"] == pytest.approx(0.9)
+
+
+def test_material_errors_of_a_run_at_the_ground_truth_points(trained):
+    errors = material_errors_of_run(trained["config"], trained["scene"])
+    assert errors["num_points"] == 20000 and errors["step"] == ITERATIONS - 1
+    assert 0.0 <= errors["roughness_mae"] <= 1.0 and 0.0 <= errors["metallic_accuracy"] <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------------- glTF viewer
+_VIEWER_PAGE = """<!doctype html>
+<html><body style="margin:0; background:#336699">
+<script type="importmap">
+{"imports": {"three": "./three/build/three.module.js", "three/addons/": "./three/examples/jsm/"}}
+</script>
+<script type="module">
+import * as THREE from 'three';
+import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
+const renderer = new THREE.WebGLRenderer({ antialias: false, preserveDrawingBuffer: true });
+renderer.setSize(window.innerWidth, window.innerHeight);
+document.body.appendChild(renderer.domElement);
+const scene = new THREE.Scene();
+scene.background = new THREE.Color(0x336699);
+scene.add(new THREE.HemisphereLight(0xffffff, 0x444444, 2.0));
+const sun = new THREE.DirectionalLight(0xffffff, 2.0); sun.position.set(1, 2, 3); scene.add(sun);
+new GLTFLoader().load('model.glb', (gltf) => {
+  scene.add(gltf.scene);
+  const box = new THREE.Box3().setFromObject(gltf.scene);
+  const centre = box.getCenter(new THREE.Vector3()), size = box.getSize(new THREE.Vector3()).length();
+  const camera = new THREE.PerspectiveCamera(40, window.innerWidth / window.innerHeight, size / 100, size * 10);
+  camera.position.copy(centre).add(new THREE.Vector3(0.6, 0.5, 1.0).multiplyScalar(size));
+  camera.lookAt(centre);
+  renderer.render(scene, camera);
+  window.viewerState = 'rendered';
+}, undefined, (error) => { window.viewerState = 'error: ' + error; });
+</script></body></html>
+"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's signature)
+        pass
+
+
+def _three_js() -> Path:
+    """three.js from npm, installed once into the user cache (skips the test when npm cannot fetch it)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm not available: cannot install three.js")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "recon_plugin" / "threejs"
+    package = cache / "node_modules" / "three"
+    if not (package / "build" / "three.module.js").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        install = subprocess.run([npm, "install", "--silent", "three"], cwd=cache, capture_output=True, text=True,
+                                 timeout=300)  # fmt: skip
+        if install.returncode != 0:
+            pytest.skip(f"npm install three failed (offline?): {install.stderr[-300:]}")
+    return package
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=CHROMIUM_MISSING)
+def test_model_glb_opens_in_a_three_js_viewer_in_headless_chromium(exported, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(exported / "model.glb", site / "model.glb")
+    (site / "three").symlink_to(_three_js(), target_is_directory=True)
+    (site / "index.html").write_text(_VIEWER_PAGE)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with headless_chromium(f"http://127.0.0.1:{server.server_address[1]}/index.html", window=(480, 360)) as page:
+            state = page.wait_for("window.viewerState", lambda value: bool(value), timeout=120)
+            assert state == "rendered", state
+            screenshot = page.screenshot()
+    finally:
+        server.shutdown()
+    background = np.array([0x33, 0x66, 0x99])
+    differs = np.abs(screenshot.astype(int) - background).max(-1) > 8
+    # The object fills a good part of the frame around its centre, and the page background surrounds it.
+    assert 0.05 < differs.mean() < 0.9, differs.mean()
+    height, width = differs.shape
+    assert differs[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3].mean() > 0.5

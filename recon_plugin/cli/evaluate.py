@@ -3,6 +3,8 @@
 recon-eval mesh PRED GT [--scale S] [--thresholds 0.005 0.01 0.02] [--num-samples 200000]
                         [--seed 0] [--transform dataparser_transforms.json]
 recon-eval normals PRED_DIR DATA_DIR [--mask-dir DIR]
+recon-eval materials CONFIG DATA_DIR
+recon-eval relight PRED_DIR DATA_DIR
 """
 
 from __future__ import annotations
@@ -70,8 +72,46 @@ class NormalsCommand:
         return evaluate_normal_dirs(self.pred_dir, self.data_dir, self.mask_dir)
 
 
+@dataclass
+class MaterialsCommand:
+    """Material errors of a nero-material run at the ground-truth surface points of a recon-synth glossy scene:
+    albedo MAE after a per-channel scale fit, roughness MAE, metallic classified right (threshold 0.5)."""
+
+    load_config: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CONFIG")]
+    """config.yml of the nero-material run."""
+    data_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DATA_DIR")]
+    """The scene folder holding gt_materials.npz."""
+
+    def main(self) -> dict:
+        """Computes the metrics."""
+        from recon_plugin.eval.material_metrics import material_errors_of_run
+
+        return material_errors_of_run(self.load_config, self.data_dir)
+
+
+@dataclass
+class RelightCommand:
+    """Relighting PSNR (object pixels and whole image) and SSIM of recon-relight PNGs against DATA_DIR/relight/."""
+
+    pred_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="PRED_DIR")]
+    """Folder of relit PNGs named like the views (recon-relight --cameras test)."""
+    data_dir: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="DATA_DIR")]
+    """The recon-synth glossy scene (relight/k.png, k-depth.png for the object mask)."""
+
+    def main(self) -> dict:
+        """Computes the metrics."""
+        from recon_plugin.eval.material_metrics import evaluate_relight_dirs
+
+        return evaluate_relight_dirs(self.pred_dir, self.data_dir)
+
+
 #: Subcommand name -> command dataclass.
-SUBCOMMANDS: dict[str, type] = {"mesh": MeshCommand, "normals": NormalsCommand}
+SUBCOMMANDS: dict[str, type] = {
+    "mesh": MeshCommand,
+    "normals": NormalsCommand,
+    "materials": MaterialsCommand,
+    "relight": RelightCommand,
+}
 
 
 def entrypoint(args: list[str] | None = None) -> None:

@@ -38,7 +38,7 @@ from recon_plugin.components.environment import sample_equirect
 from recon_plugin.components.image_metrics import ImageMetrics
 from recon_plugin.components.light_fields import DirectionalLightField, PositionalLightField, make_mlp
 from recon_plugin.components.neus import intersect_unit_sphere
-from recon_plugin.components.raycast import MeshRayCaster
+from recon_plugin.components.raycast import MeshRayCaster, RayHits
 from recon_plugin.components.shading import linear_to_srgb, orthonormal_tangents, reflect, shade_monte_carlo
 
 # NeRO's stage-II schedule, in steps of its 100k-step run; our defaults are these fractions of the run.
@@ -237,12 +237,26 @@ class NeroMaterialModel(Model):
         return radiance.reshape(count, samples, 3)
 
     # ------------------------------------------------------------------ rendering
-    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:  # type: ignore[override]
+    def surface_hits(self, origins: Tensor, directions: Tensor) -> Tuple[RayHits, Tensor, Tensor, Tensor]:
+        """First hits of unit-direction rays (N, 3) on the mesh: (all hits, indices of the rays that hit,
+        their hit points, their shading normals facing the camera)."""
         if self.caster is None:
             raise RuntimeError(
                 "nero-material has no mesh: set --pipeline.model.shape-config (a nero-shape run's config.yml) or "
                 "--pipeline.model.mesh-path (a mesh in world units); the pipeline loads it at setup"
             )
+        primary = self.caster.cast(origins, directions)
+        index = primary.hit.nonzero().squeeze(-1)
+        view = -directions[index]
+        # Interpolated normals can turn away from the camera at silhouettes; the face normal does not (on a
+        # closed outward mesh), and an inside hit of an open mesh gets its face normal flipped towards the view.
+        face = primary.face_normal[index]
+        face = torch.where((face * view).sum(-1, keepdim=True) < 0, -face, face)
+        smooth = primary.normal[index]
+        normals = torch.where((smooth * view).sum(-1, keepdim=True) > 1e-3, smooth, face)
+        return primary, index, primary.position[index], normals
+
+    def get_outputs(self, ray_bundle: RayBundle) -> Dict[str, Tensor]:  # type: ignore[override]
         if self.training:
             return self._render(ray_bundle, generator=None)
         # A fixed stream in eval: the same view renders the same way, and eval losses do not depend on the RNG.
@@ -254,16 +268,8 @@ class NeroMaterialModel(Model):
         origins = ray_bundle.origins.reshape(-1, 3)
         directions = F.normalize(ray_bundle.directions.reshape(-1, 3), dim=-1)
         num_rays = origins.shape[0]
-        primary = self.caster.cast(origins, directions)  # type: ignore[union-attr]
-        index = primary.hit.nonzero().squeeze(-1)
-        positions = primary.position[index]
+        primary, index, positions, normals = self.surface_hits(origins, directions)
         view = -directions[index]
-        # Interpolated normals can turn away from the camera at silhouettes; the face normal does not (on a
-        # closed outward mesh), and an inside hit of an open mesh gets its face normal flipped towards the view.
-        face = primary.face_normal[index]
-        face = torch.where((face * view).sum(-1, keepdim=True) < 0, -face, face)
-        smooth = primary.normal[index]
-        normals = torch.where((smooth * view).sum(-1, keepdim=True) > 1e-3, smooth, face)
 
         materials = self.material(positions)
         captured: Dict[str, Tensor] = {}
