@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -10,8 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from recon_plugin.components.environment import (
+    equirect_pixel_directions,
+    prefilter_equirect_diffuse,
+    prefilter_equirect_ggx,
+)
 from recon_plugin.data.image_io import decode_normals, read_image
 from recon_plugin.data.synthetic.pbr import (
+    ROUGHNESS_LEVELS,
+    PrefilteredEnvironment,
     encode_render,
     quantise_material,
     random_cameras,
@@ -51,6 +59,37 @@ def test_normal_from_height_follows_the_opengl_convention():
     normal = normal_from_height(-rows / size * 0.1)
     assert np.all(normal[..., 1] < -0.05) and np.allclose(normal[..., 0], 0.0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(normal, axis=-1), 1.0, atol=1e-5)
+
+
+def _light_from(direction: tuple[float, float, float]) -> PrefilteredEnvironment:
+    """A dim sky with one bright source around ``direction`` (world z up), prefiltered for shading."""
+    directions = equirect_pixel_directions(32, 64)
+    light = torch.nn.functional.normalize(torch.tensor(direction), dim=0)
+    env = 0.05 + 40.0 * ((directions @ light) > math.cos(math.radians(12.0))).float()[..., None].expand(-1, -1, 3)
+    return PrefilteredEnvironment(
+        diffuse=prefilter_equirect_diffuse(env, height=16),
+        specular=prefilter_equirect_ggx(env, list(ROUGHNESS_LEVELS), height=16),
+        description={"kind": "test"},
+    )
+
+
+def test_the_normal_map_shades_the_views_in_the_maps_frame():
+    """The views carry the normal map, texel by texel, in the map's (OpenGL, +y up the image) frame: texels
+    tilted towards a light up the image (world +y) are brighter, tilted away darker, untilted ones unchanged."""
+    size = 16
+    cameras = torch.tensor([c["position"] for c in random_cameras(np.random.default_rng(0))])
+    environment = _light_from((0.0, 1.0, 1.0))
+    flat = flat_material(size, 0.6, 0.9, 0.0)
+    bumpy = flat_material(size, 0.6, 0.9, 0.0)
+    tilt = math.radians(25.0)
+    bumpy.normal[:, : size // 2] = (0.0, math.sin(tilt), math.cos(tilt))  # left half: green up, towards the light
+    bumpy.normal[: size // 2, size // 2 :] = (0.0, -math.sin(tilt), math.cos(tilt))  # top right: away from it
+    reference = render_views(flat, environment, cameras).mean(-1)
+    shaded = render_views(bumpy, environment, cameras).mean(-1)
+    towards = shaded[:, :, : size // 2] / reference[:, :, : size // 2]
+    away = shaded[:, : size // 2, size // 2 :] / reference[:, : size // 2, size // 2 :]
+    assert float(towards.min()) > 1.1 and float(away.max()) < 0.9, (float(towards.min()), float(away.max()))
+    torch.testing.assert_close(shaded[:, size // 2 :, size // 2 :], reference[:, size // 2 :, size // 2 :])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -3,14 +3,21 @@
 Steps: write a dataset (paired clean/dirty renders); train with ``ns-train`` (the real CLI, as a user would)
 pbr-fusion-small (GAN), pbr-fusion-small without the GAN, pbr-fusion-lightweight (no GAN) and
 pbr-fusion-lightweight with the GAN, each for at most ``--minutes`` of training on the machine as it is
-(``--threads`` caps torch's threads; 2 = "2 CPU cores"); evaluate every run on the held-out materials with
-clean and with dirty inputs, next to the baseline (mean view as albedo, flat normal, training-mean roughness/metallic);
-write results.json and one picture grid per run (rows: held-out samples; columns: the three views, then
+(``--threads`` caps torch's threads; on 2 cores shared with other work one thread ran ~10x faster per step than two,
+whose OpenMP threads wait on each other whenever a core is taken); evaluate every run on the held-out materials
+(the preset's seeded 10 % split by material) with clean and with dirty inputs, next to the baseline (mean view
+as albedo, flat normal, training-mean roughness/metallic); write results.json, results.png and one picture grid
+per run (rows: held-out samples; columns: the three views, then
 prediction | ground truth for albedo, roughness, metallic, normal).
 
-    python bench/pbr_fusion/run.py [--minutes 20] [--materials 70] [--samples-per-material 6] [--size 128]
-                                   [--threads 2] [--runs small,small-nogan,lightweight,lightweight-gan]
-                                   [--out bench/pbr_fusion]
+    python bench/pbr_fusion/run.py [--minutes 20] [--iterations 1100] [--materials 140] [--samples-per-material 3]
+                                   [--size 64] [--threads 1] [--runs small,small-nogan,lightweight,lightweight-gan]
+                                   [--data DIR] [--out bench/pbr_fusion]
+
+Training runs the presets with their defaults; the only flags are the run length (--max-num-iterations, which
+the learning-rate schedule follows, and --max-train-minutes) and, for the two ablation rows, the GAN switch.
+Runs from several invocations (e.g. two ablations side by side with one thread each, on a dataset written once
+and passed with --data) are merged into one results.json; each run records its own command, budget and machine.
 
 The done-when check (recorded under "done_when"): on clean held-out inputs, pbr-fusion-small beats the baseline
 by >= 3 dB albedo PSNR and has at most half its mean normal angular error.
@@ -19,6 +26,7 @@ by >= 3 dB albedo PSNR and has at most half its mean normal angular error.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -43,7 +51,7 @@ VARIANTS = {"clean": 0, "dirty": 2}
 KEY_METRICS = ("albedo_psnr", "albedo_ssim", "roughness_mae", "metallic_mae", "normal_angle_mean")
 
 
-def train(name: str, data: Path, workdir: Path, args: argparse.Namespace) -> tuple[Path, float]:
+def train(name: str, data: Path, workdir: Path, args: argparse.Namespace) -> tuple[Path, float, str]:
     method, extra = RUNS[name]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     command = [
@@ -51,17 +59,14 @@ def train(name: str, data: Path, workdir: Path, args: argparse.Namespace) -> tup
         "--output-dir", str(workdir / "runs"), "--experiment-name", name, "--timestamp", "bench",
         "--max-num-iterations", str(args.iterations),
         "--max-train-minutes", str(args.minutes),
-        "--steps-per-eval-image", str(10**9), "--steps-per-eval-batch", str(10**9),
-        "--pipeline.datamanager.resolution", str(args.size),
-        "--pipeline.datamanager.eval-fraction", str(args.eval_fraction),
-        "--pipeline.datamanager.render-curriculum", "1",
         *extra,
     ]  # fmt: skip
     start = time.perf_counter()
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return next((workdir / "runs").glob(f"{name}/{method}/bench/config.yml")), time.perf_counter() - start
+    shown = " ".join(["ns-train", method, "--data", "DATA", *command[4:]])
+    return next((workdir / "runs").glob(f"{name}/{method}/bench/config.yml")), time.perf_counter() - start, shown
 
 
 def evaluate(config_path: Path, variant: str, grid_path: Path | None, grid_rows: int) -> tuple[dict, int]:
@@ -91,25 +96,89 @@ def evaluate(config_path: Path, variant: str, grid_path: Path | None, grid_rows:
     return metrics, step
 
 
+def machine() -> dict:
+    """What the figures were measured on."""
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())  # fmt: skip
+    return {"platform": platform.platform(), "cpu": model, "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "load_average_at_start": os.getloadavg()}  # fmt: skip
+
+
+def merge_results(path: Path, results: dict) -> dict:
+    """Adds this invocation's runs to ``path`` (kept runs of other invocations), under a lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        merged = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+        merged["runs"].update(results["runs"])
+        for key in ("dataset", "done_when"):
+            if key in results:
+                merged[key] = results[key]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(merged, indent=2, default=float))
+        tmp.replace(path)
+    finally:
+        os.close(lock)  # releases the lock
+    return merged
+
+
+PLOTTED = (("albedo_psnr", "albedo PSNR (dB, higher is better)"), ("roughness_mae", "roughness MAE"),
+           ("metallic_mae", "metallic MAE"), ("normal_angle_mean", "normal error (deg)"))  # fmt: skip
+
+
+def plot(results: dict, path: Path) -> None:
+    """Bar chart per metric: each run's model next to the baseline, on clean and on dirty held-out inputs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(results["runs"])
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 3.8))
+    width = 0.8 / (len(runs) + 1)
+    for ax, (key, title) in zip(axes, PLOTTED, strict=True):
+        for index, variant in enumerate(VARIANTS):
+            baseline = results["runs"][runs[0]][variant][f"baseline_{key}"]
+            ax.bar(index, baseline, width, color="0.6", label="baseline" if index == 0 else None)
+            for r, run in enumerate(runs):
+                value = results["runs"][run][variant][key]
+                ax.bar(index + (r + 1) * width, value, width, color=f"C{r}", label=run if index == 0 else None)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(VARIANTS))], list(VARIANTS))
+        ax.set_title(title, fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle("pbr-fusion on held-out materials (bench/pbr_fusion/results.json)", fontsize=10)
+    fig.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per run")
     parser.add_argument(
         "--iterations",
         type=int,
-        default=1500,
+        default=1100,
         help="run length the learning-rate schedule follows (warm-up, cosine); --minutes stops earlier if reached",
     )
-    parser.add_argument("--materials", type=int, default=70)
-    parser.add_argument("--samples-per-material", type=int, default=6)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--eval-fraction", type=float, default=0.2)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--materials", type=int, default=140)
+    parser.add_argument("--samples-per-material", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64, help="render size (the small presets train at 64 px)")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--grid-rows", type=int, default=4)
+    parser.add_argument("--data", type=Path, default=None, help="an existing recon-synth pbr dataset (else written)")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and runs here (default: a tmp dir)")
+    parser.add_argument("--plot-only", action="store_true", help="redraw results.png from results.json and exit")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads((args.out / "results.json").read_text()), args.out / "results.png")
+        return
     runs = [r for r in args.runs.split(",") if r]
     unknown = [r for r in runs if r not in RUNS]
     if unknown:
@@ -123,20 +192,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pbr_bench_") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        data = workdir / "data"
-        synth = write_pbr_dataset(data, materials=args.materials, samples_per_material=args.samples_per_material,
-                                  size=args.size, dirty_fraction=1.0, workers=args.threads, overwrite=True,
-                                  log=None)  # fmt: skip
-        results: dict = {
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__},
-            "synthesis": synth,
-            "runs": {},
-        }
+        results: dict = {"runs": {}}
+        if args.data is None:
+            data = workdir / "data"
+            # Every sample gets a dirty copy so the held-out set can be scored on clean and on dirty inputs.
+            synth = write_pbr_dataset(data, materials=args.materials, samples_per_material=args.samples_per_material,
+                                      size=args.size, dirty_fraction=1.0, workers=args.threads, overwrite=True,
+                                      log=None)  # fmt: skip
+            results["dataset"] = {
+                "command": f"recon-synth pbr DATA --materials {args.materials} --samples-per-material "
+                f"{args.samples_per_material} --size {args.size} --dirty-fraction 1",
+                "synthesis": synth,
+            }
+        else:
+            data = args.data
         args.out.mkdir(parents=True, exist_ok=True)
         for name in runs:
-            config_path, seconds = train(name, data, workdir, args)
-            entry: dict = {"method": RUNS[name][0], "extra_args": RUNS[name][1], "wall_seconds": seconds}
+            config_path, seconds, command = train(name, data, workdir, args)
+            entry: dict = {
+                "method": RUNS[name][0],
+                "command": command,
+                "threads": args.threads,
+                "budget_minutes": args.minutes,
+                "schedule_iterations": args.iterations,
+                "wall_seconds": seconds,
+                "machine": machine(),
+            }
             for variant in VARIANTS:
                 grid = args.out / f"grid_{name}.png" if variant == "clean" else None
                 metrics, step = evaluate(config_path, variant, grid, args.grid_rows)
@@ -153,7 +234,7 @@ def main() -> None:
                 "normal_error_ratio": ratio,
                 "passed": bool(gain >= 3.0 and ratio <= 0.5),
             }
-        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+        plot(merge_results(args.out / "results.json", results), args.out / "results.png")
         print(f"wrote {args.out / 'results.json'}")
 
 
