@@ -10,7 +10,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 import torch
 import trimesh
 from browser import CHROMIUM, CHROMIUM_MISSING, headless_chromium
+from cli_helpers import BIN, run
 from gltf_validation import validate_glb
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
@@ -37,9 +37,6 @@ from recon_plugin.export.gltf import read_glb_json
 from recon_plugin.export.relight import Relighter
 from recon_plugin.methods.nero.material import MATERIAL_OUTPUTS, NeroMaterialModel, NeroMaterialModelConfig
 from recon_plugin.methods.nero.material_data import resolve_material_mesh
-
-BIN = Path(sys.executable).parent
-ENV = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"} | {"PYTHONWARNINGS": "ignore"}
 
 # ------------------------------------------------------------------------------------------------------ ray caster
 
@@ -219,12 +216,6 @@ def test_the_mesh_source_is_checked():
 ITERATIONS = 12
 EVAL_EVERY = 5
 SAVE_EVERY = 10
-
-
-def run(command: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=ENV, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result
 
 
 @pytest.fixture(scope="module")
