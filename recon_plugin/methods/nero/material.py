@@ -27,7 +27,7 @@ from typing import Dict, List, Literal, Tuple, Type
 import torch
 import torch.nn.functional as F
 from nerfstudio.cameras.rays import RayBundle
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.model_components.renderers import RGBRenderer
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.utils import colormaps
@@ -39,6 +39,7 @@ from recon_plugin.components.image_metrics import ImageMetrics
 from recon_plugin.components.light_fields import DirectionalLightField, PositionalLightField, make_mlp
 from recon_plugin.components.neus import intersect_unit_sphere
 from recon_plugin.components.raycast import MeshRayCaster, RayHits
+from recon_plugin.components.schedules import run_length_callbacks
 from recon_plugin.components.shading import linear_to_srgb, orthonormal_tangents, reflect, shade_monte_carlo
 
 # NeRO's stage-II schedule, in steps of its 100k-step run; our defaults are these fractions of the run.
@@ -191,16 +192,7 @@ class NeroMaterialModel(Model):
     def get_training_callbacks(
         self, training_callback_attributes: TrainingCallbackAttributes
     ) -> List[TrainingCallback]:
-        trainer = training_callback_attributes.trainer
-        if trainer is not None:
-            self.total_steps = int(trainer.config.max_num_iterations)
-        return [
-            TrainingCallback(
-                where_to_run=[TrainingCallbackLocation.BEFORE_TRAIN_ITERATION],
-                update_every_num_iters=1,
-                func=self.set_step,
-            )
-        ]
+        return run_length_callbacks(self, training_callback_attributes)
 
     def set_step(self, step: int) -> None:
         self.step = step
