@@ -219,14 +219,9 @@ SAVE_EVERY = 10
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
+def trained(tiny_glossy_scene, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("nero_material_e2e")
-    scene = root / "scene"
-    run(
-        [str(BIN / "recon-synth"), "glossy", str(scene), "--views", "6", "--size", "24", "--samples", "8",
-         "--mesh-resolution", "48"],
-        cwd=root,
-    )  # fmt: skip
+    scene = tiny_glossy_scene
     run(
         [
             str(BIN / "ns-train"), "nero-material",
@@ -269,6 +264,36 @@ def test_ns_train_samples_hit_pixels_evaluates_and_saves(trained):
     assert {"Eval Images/img", "Eval Images/materials"} <= set(events.Tags()["images"])
     checkpoints = sorted((trained["config"].parent / "nerfstudio_models").glob("step-*.ckpt"))
     assert [c.name for c in checkpoints] == [f"step-{ITERATIONS - 1:09d}.ckpt"]
+
+
+def test_ns_train_from_a_nero_shape_run_extracts_and_caches_its_mesh(nero_shape_run, tmp_path):
+    """The README's first command: stage II on a stage-I run, whose mesh is extracted once and cached beside it."""
+    resolution = 48  # the default (512) extracts for minutes on a CPU; the path is the same
+    run(
+        [
+            str(BIN / "ns-train"), "nero-material",
+            "--data", str(nero_shape_run["scene"]),
+            "--pipeline.model.shape-config", str(nero_shape_run["config"]),
+            "--pipeline.model.mesh-resolution", str(resolution),
+            "--output-dir", str(tmp_path / "runs"),
+            "--timestamp", "e2e",
+            "--max-num-iterations", "2",
+            # Plumbing only, as in the mesh-path run above.
+            "--pipeline.datamanager.train-num-rays-per-batch", "64",
+            "--pipeline.model.num-diffuse-samples", "8",
+            "--pipeline.model.num-specular-samples", "8",
+            "--vis", "tensorboard",
+        ],
+        cwd=tmp_path,
+    )  # fmt: skip
+    cached = nero_shape_run["config"].parent / f"nero_material_mesh_{resolution}.ply"
+    mesh = trimesh.load(cached, force="mesh")
+    assert len(mesh.faces) > 100
+    # World units: the 12-step stage-I surface is still near the initial sphere, inside the scene's bounds.
+    gt = trimesh.load(nero_shape_run["scene"] / "gt_mesh.ply", force="mesh")
+    assert np.linalg.norm(mesh.bounds[1] - mesh.bounds[0]) < 4.0 * np.linalg.norm(gt.bounds[1] - gt.bounds[0])
+    checkpoints = list((tmp_path / "runs").glob("*/nero-material/e2e/nerfstudio_models/step-*.ckpt"))
+    assert len(checkpoints) == 1
 
 
 # ---------------------------------------------------------------------------------------------------- exports

@@ -160,39 +160,10 @@ def test_plain_ablation_switches_the_colour_head():
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
-ITERATIONS = 12
-EVAL_EVERY = 5
-SAVE_EVERY = 10
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("nero_e2e")
-    scene = root / "scene"
-    run(
-        [str(BIN / "recon-synth"), "glossy", str(scene), "--views", "6", "--size", "24", "--samples", "8",
-         "--mesh-resolution", "48"],
-        cwd=root,
-    )  # fmt: skip
-    run(
-        [
-            str(BIN / "ns-train"), "nero-shape",
-            "--data", str(scene),
-            "--output-dir", str(root / "runs"),
-            "--timestamp", "e2e",
-            "--max-num-iterations", str(ITERATIONS),
-            # The default cadence (eval batch 500, eval image 1000, save 1000) lies past the end of a 12-step
-            # run; shortened so that an eval batch, an eval image and a save all happen.
-            "--steps-per-eval-batch", str(EVAL_EVERY),
-            "--steps-per-eval-image", str(SAVE_EVERY),
-            "--steps-per-save", str(SAVE_EVERY),
-            # tensorboard instead of the viewer: evaluation only runs with a logger, and the test reads it.
-            "--vis", "tensorboard",
-        ],
-        cwd=root,
-    )  # fmt: skip
-    config = next((root / "runs").glob("*/nero-shape/e2e/config.yml"))
-    return {"root": root, "scene": scene, "config": config}
+def trained(nero_shape_run) -> dict:
+    """The session's ``ns-train nero-shape`` run (tests/conftest.py), shared with nero-material's tests."""
+    return nero_shape_run
 
 
 def test_ns_train_evaluates_saves_and_gives_a_mesh(trained):
@@ -204,9 +175,10 @@ def test_ns_train_evaluates_saves_and_gives_a_mesh(trained):
         assert tag in tags, sorted(tags)
         assert all(math.isfinite(e.value) for e in events.Scalars(tag)), tag
     # Occlusion starts at 6.7 % of the run (step 0 of 12): eval batches at 5 and 10 include it.
-    assert [e.step for e in events.Scalars("Eval Loss Dict/occlusion_loss")] == [EVAL_EVERY, 2 * EVAL_EVERY]
+    eval_every = trained["eval_every"]
+    assert [e.step for e in events.Scalars("Eval Loss Dict/occlusion_loss")] == [eval_every, 2 * eval_every]
     checkpoints = sorted((trained["config"].parent / "nerfstudio_models").glob("step-*.ckpt"))
-    assert [c.name for c in checkpoints] == [f"step-{ITERATIONS - 1:09d}.ckpt"]
+    assert [c.name for c in checkpoints] == [f"step-{trained['iterations'] - 1:09d}.ckpt"]
 
     mesh_path = trained["root"] / "mesh.ply"
     run(
