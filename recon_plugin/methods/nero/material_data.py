@@ -225,9 +225,9 @@ class NeroMaterialPipeline(ReconPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         model_config = config.model
         vertices, faces, source = resolve_material_mesh(
-            getattr(model_config, "shape_config", None),
-            getattr(model_config, "mesh_path", None),
-            int(getattr(model_config, "mesh_resolution", 512)),
+            model_config.shape_config,
+            model_config.mesh_path,
+            model_config.mesh_resolution,
             self.datamanager.train_dataparser_outputs,
         )
         CONSOLE.print(f"nero-material: mesh {source} ({len(vertices):,} vertices, {len(faces):,} faces)")
