@@ -5,9 +5,13 @@ per-view albedo scaled by random factors (tests the learned per-view gain), and 
 (40 views, 256x256). Each is trained with the same trainer as ns-train; training time excludes
 the periodic evaluations. Results go to bench/rnb_sdf/results.json and results.png.
 
-    python bench/rnb_sdf/run.py [--only demo,jitter,large,scaling]
+    python bench/rnb_sdf/run.py [--only demo,jitter,large,scaling,table,lights] [--skip-done]
 
 ``scaling`` times training steps at 512, 1024 and 2048 rays per step (fixed vs per-ray cost).
+``table`` is the defaults table: four shapes (blob, knot, figure, bowl) x {clean, photometric-stereo noise} x
+{mask, no mask with a textured floor behind the object}, at ns-train's default run length; single rows are named
+``table/<shape>-<clean|noisy>-<mask|backdrop>``. ``lights`` runs two of its noisy rows with RNb-NeuS v1's
+clamped 30-degree light warm-up. Rows are stored as they finish (parallel processes may share results.json).
 """
 
 from __future__ import annotations
@@ -32,6 +36,26 @@ SCENES = {
     # The demo scene with twice the rays per step and 70 % of the steps (same wall-clock budget).
     "demo-2048": {"shape": "blob", "views": 20, "size": 128, "jitter": 0.0, "iterations": 700, "rays": 2048},
 }
+# The light schedule with RNb-NeuS v1's clamped warm-up (fixed 30-degree triplet, n.l clamped at 0) against the
+# default (unclamped optimal-slant triplet) on the same noisy scenes: compare with table/<shape>-noisy-mask.
+CLAMPED_LIGHTS = {"clamp_fixed_lights": True, "fixed_slant_deg": 30.0}
+
+
+def light_specs(iterations: int) -> dict:
+    return {
+        f"lights/{shape}-noisy-mask-clamped30": {
+            "shape": shape,
+            "views": 20,
+            "size": 128,
+            "jitter": 0.0,
+            "iterations": iterations,
+            "realism": "ps",
+            "masks": True,
+            "backdrop": "none",
+            "model": CLAMPED_LIGHTS,
+        }
+        for shape in ("knot", "figure")
+    }
 
 
 def default_iterations() -> int:
@@ -67,11 +91,16 @@ def table_specs(iterations: int, shapes=TABLE_SHAPES, silhouettes=("mask", "back
     }
 
 
-def setup_trainer(scene: Path, iterations: int, rays_per_step: int, output_dir: Path):
-    """The trainer ns-train would build for ``ns-train rnb-sdf --data scene`` (tensorboard logging)."""
+def setup_trainer(scene: Path, iterations: int, rays_per_step: int, output_dir: Path, model_options=None):
+    """The trainer ns-train would build for ``ns-train rnb-sdf --data scene`` (tensorboard logging);
+    ``model_options`` are the ``--pipeline.model.*`` flags of an ablation row."""
     from recon_plugin.methods.rnb_sdf.config import rnb_sdf_config
 
     config = rnb_sdf_config()
+    for option, value in (model_options or {}).items():
+        if not hasattr(config.pipeline.model, option):
+            raise ValueError(f"bench row sets unknown rnb-sdf model option {option!r}")
+        setattr(config.pipeline.model, option, value)
     config.pipeline.datamanager.data = scene
     config.pipeline.datamanager.train_num_rays_per_batch = rays_per_step
     config.max_num_iterations = iterations
@@ -104,7 +133,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
         log=None,
     )
     info = json.loads((scene / "scene.json").read_text())
-    trainer = setup_trainer(scene, spec["iterations"], spec.get("rays", 1024), workdir / "runs")
+    trainer = setup_trainer(scene, spec["iterations"], spec.get("rays", 1024), workdir / "runs", spec.get("model"))
     model = trainer.pipeline.model
     gt = load_mesh(scene / "gt_mesh.ply")
     rays_per_step = trainer.pipeline.datamanager.get_train_rays_per_batch()
@@ -152,6 +181,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     result = {
         "scene": {k: info[k] for k in ("shape", "views", "size", "bounding_radius")}
         | {k: spec.get(k) for k in ("jitter", "realism", "masks", "backdrop")},
+        "model_options": spec.get("model", {}),
         "iterations": spec["iterations"],
         "rays_per_step": rays_per_step,
         "train_seconds": round(train_seconds, 1),
@@ -261,9 +291,25 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def store_row(results_path: Path, name: str, run: dict, machine: dict) -> dict:
+    """Adds one row to results.json under a lock, re-reading the file first: table rows run as parallel
+    processes (one thread each) and each must keep the rows the others wrote meanwhile."""
+    import fcntl
+
+    with open(results_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
+        results["runs"][name] = run
+        results["machine"] = machine
+        staged = results_path.with_suffix(".json.partial")
+        staged.write_text(json.dumps(results, indent=2))
+        staged.replace(results_path)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    names = [*SCENES, "scaling", "table"]
+    names = [*SCENES, "scaling", "table", "lights"]
     parser.add_argument("--only", default=",".join(names), help="comma-separated subset of " + ",".join(names))
     parser.add_argument(
         "--table-iterations",
@@ -280,6 +326,8 @@ def main() -> None:
         shapes=args.table_shapes.split(","),
         silhouettes=args.table_silhouettes.split(","),
     )
+    lights = light_specs(args.table_iterations or default_iterations())
+    table = table | lights
     import os
 
     machine = {
@@ -297,7 +345,8 @@ def main() -> None:
         run.setdefault("machine", results.get("machine"))
     results["machine"] = machine
     with tempfile.TemporaryDirectory() as tmp:
-        requested = [row for name in args.only.split(",") for row in (table if name == "table" else [name])]
+        groups = {"table": [name for name in table if name.startswith("table/")], "lights": list(lights)}
+        requested = [row for name in args.only.split(",") for row in groups.get(name, [name])]
         for name in requested:
             if args.skip_done and name in results["runs"] and name in table:
                 continue
@@ -316,8 +365,7 @@ def main() -> None:
             run["command"] = "python bench/rnb_sdf/run.py " + " ".join(sys.argv[1:])
             run["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             run["machine"] = machine
-            results["runs"][name] = run
-            results_path.write_text(json.dumps(results, indent=2))
+            results = store_row(results_path, name, run, machine)
     plot(results, HERE / "results.png")
     print(
         json.dumps(
