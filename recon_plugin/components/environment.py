@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -151,6 +152,46 @@ def procedural_environment(
         coverage = _smooth_disc((directions * direction).sum(-1, keepdim=True), math.radians(radius_deg), texel)
         env = env + coverage * radiance.to(torch.float64)
     return env.float()
+
+
+def equirect_irradiance(env: Tensor, normal: Sequence[float]) -> Tensor:
+    """Irradiance (3,) that ``env`` (H, W, 3) casts on a surface facing the unit ``normal``: the integral of
+    L(l) (n.l)+ over the sphere, by quadrature over the texels (exact solid angles)."""
+    _check_environment(env)
+    n = torch.nn.functional.normalize(torch.as_tensor(normal, dtype=torch.float64), dim=0)
+    directions = equirect_pixel_directions(env.shape[0], env.shape[1], torch.float64)
+    weights = (directions @ n).clamp(min=0.0) * equirect_solid_angles(env.shape[0], env.shape[1], torch.float64)
+    return (weights[..., None] * env.to(torch.float64)).sum((0, 1)).to(env.dtype)
+
+
+def add_key_light(
+    env: Tensor, direction: Sequence[float], irradiance: Sequence[float], angular_radius_deg: float = 2.5
+) -> Tensor:
+    """``env`` plus a small bright disc (a sun or studio key light) around the unit ``direction``, whose
+    radiance is set so that it alone casts ``irradiance`` (3,) on a surface facing it.
+
+    The disc is part of the map, so every prefiltered level (diffuse and GGX) sees it: a key light added here
+    shades diffuse and specular terms consistently. Its edge is blurred over one texel (see ``_smooth_disc``).
+    """
+    _check_environment(env)
+    if not 0.0 < angular_radius_deg < 90.0:
+        raise ValueError(f"key light angular_radius_deg must be in (0, 90), got {angular_radius_deg}")
+    power = torch.as_tensor(irradiance, dtype=torch.float64).reshape(-1)
+    if power.numel() != 3 or bool((power < 0).any()) or not bool(torch.isfinite(power).all()):
+        raise ValueError(f"key light irradiance must be 3 finite values >= 0, got {power.tolist()}")
+    axis = torch.as_tensor(direction, dtype=torch.float64)
+    if axis.shape != (3,) or float(axis.norm()) < 1e-9:
+        raise ValueError(f"key light direction must be a non-zero 3-vector, got {axis.tolist()}")
+    axis = axis / axis.norm()
+    height, width = env.shape[:2]
+    directions = equirect_pixel_directions(height, width, torch.float64)
+    cosine = directions @ axis
+    coverage = _smooth_disc(cosine, math.radians(angular_radius_deg), math.pi / height)
+    # Normalise on the texel grid itself, so the quadrature of the map returns the requested irradiance.
+    cast = float((coverage * cosine.clamp(min=0.0) * equirect_solid_angles(height, width, torch.float64)).sum())
+    if cast <= 0.0:
+        raise ValueError(f"key light of radius {angular_radius_deg} deg covers no texel of a {height}-row map")
+    return (env.to(torch.float64) + coverage[..., None] * (power / cast)).to(env.dtype)
 
 
 def _downsample_equirect(env: Tensor, height: int) -> Tensor:

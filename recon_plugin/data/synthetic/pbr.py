@@ -18,8 +18,13 @@ views), which is the image a calibrated camera gives after rectification by the 
 cameras are recorded so a user can re-project them.
 
 Shading: split-sum image-based lighting from ``components/shading.py`` and ``components/environment.py``
-under a procedural HDR environment; the diffuse term is scaled by one minus the specular lobe's directional
-albedo, so a white Lambertian-like dielectric under uniform light reflects exactly the incident radiance.
+under a procedural HDR environment (outdoor sky or studio) with a directional key light added to the map (a
+small bright disc at 20-50 degrees elevation carrying 75-90 % of the light on a surface facing up), so that
+bumps in the normal map show as shading, as they do in a real capture of a flat material under a key light.
+Each sample turns its environment about the vertical by a random angle, so the key light comes from a
+different azimuth per sample; render_metadata.json records the light as the sample sees it. The diffuse
+term is scaled by one minus the specular lobe's directional albedo, so a white Lambertian-like dielectric
+under uniform light reflects exactly the incident radiance.
 Linear radiance is clamped to [0, 1] and sRGB-encoded (no tone curve). Dirt lives on the surface (UV space),
 so a sample's three views share it.
 
@@ -43,6 +48,9 @@ import numpy as np
 import torch
 
 from recon_plugin.components.environment import (
+    add_key_light,
+    equirect_irradiance,
+    equirect_pixel_directions,
     prefilter_equirect_diffuse,
     prefilter_equirect_ggx,
     procedural_environment,
@@ -65,25 +73,57 @@ __all__ = [
     "GENERATOR_VERSION",
     "MAP_NAMES",
     "PrefilteredEnvironment",
+    "SampleLighting",
+    "draw_sample",
     "make_environment",
+    "map_directions",
+    "normal_signal_levels",
+    "prefilter_environment",
     "quantise_material",
     "render_views",
     "uv_plane_points",
     "write_pbr_dataset",
 ]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+"""2: a directional key light in every environment, turned per sample (version 1 had soft lighting only)."""
 MAP_NAMES = ("albedo", "roughness", "metallic", "normal")
 ROUGHNESS_LEVELS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.0)
 """Prefiltered levels of the environment; roughness in between is interpolated linearly."""
 MAX_ZENITH_DEG = 40.0
 CAMERA_DISTANCE = (1.5, 2.5)
 VERTICAL_FOV_DEG = 55.0
+KEY_LIGHT_ELEVATION_DEG = (20.0, 50.0)
+KEY_LIGHT_SHARE = (0.75, 0.9)
+"""Share of the irradiance on a surface facing up that the key light carries (the rest: sky, room, lamps)."""
+KEY_LIGHT_RADIUS_DEG = 2.5
+
+
+def _turn_about_z(directions: torch.Tensor, angle: float) -> torch.Tensor:
+    """``directions`` (..., 3) rotated by ``angle`` radians about world z (counter-clockwise seen from above)."""
+    c, s = math.cos(angle), math.sin(angle)
+    x, y, z = directions.unbind(-1)
+    return torch.stack([c * x - s * y, s * x + c * y, z], dim=-1)
+
+
+_MAP_FROM_WORLD = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+"""World (z up) -> frame of the stored equirect maps: world z lies on the maps' equator (+x), world y at their
+zenith. A plane's normals stay near world z, and near an equirect pole the grid degenerates (a lookup within
+half a texel of the pole returns the first row's value at the direction's azimuth, so a flat normal would be
+shaded as if tilted by that half-row angle towards the map's azimuth 0, and the shading would jump as a
+small tilt crosses the pole); on the equator the lookups are regular."""
+
+
+def map_directions(directions: torch.Tensor, rotation_deg: float = 0.0) -> torch.Tensor:
+    """World directions (..., 3) -> lookup directions into a :class:`PrefilteredEnvironment` turned by
+    ``rotation_deg`` about world z (counter-clockwise seen from above): turned back, then into the map frame."""
+    return _turn_about_z(directions, -math.radians(rotation_deg)) @ _MAP_FROM_WORLD.T.to(directions.dtype)
 
 
 @dataclass
 class PrefilteredEnvironment:
-    """An environment ready for split-sum shading."""
+    """An environment ready for split-sum shading, its maps in the map frame (see ``_MAP_FROM_WORLD``;
+    :func:`prefilter_environment` builds one from a world-frame equirect, :func:`map_directions` looks up)."""
 
     diffuse: torch.Tensor
     """Cosine-weighted mean radiance (h, 2h, 3) (irradiance / pi)."""
@@ -92,16 +132,59 @@ class PrefilteredEnvironment:
     description: dict
 
 
-def make_environment(index: int, seed: int) -> PrefilteredEnvironment:
-    """Environment ``index`` of a dataset: outdoor and studio kinds alternate, exposure is set per sample."""
+def prefilter_environment(
+    env: torch.Tensor, description: dict, key_light: dict | None = None
+) -> PrefilteredEnvironment:
+    """A world-frame equirect (H, 2H, 3) (z up), plus an optional key light (``direction``, world frame, and
+    ``irradiance_facing``, ``angular_radius_deg``; see :func:`add_key_light`), resampled into the map frame
+    and prefiltered for split-sum shading. The key light is added in the map frame after resampling, so the
+    prefiltered maps carry exactly the irradiance asked for."""
+    height = env.shape[0]
+    lookup = equirect_pixel_directions(height, 2 * height) @ _MAP_FROM_WORLD  # map texel -> world direction
+    env = sample_equirect(env, lookup)
+    description = dict(description)
+    if key_light is not None:
+        direction = torch.tensor(key_light["direction"], dtype=torch.float32) @ _MAP_FROM_WORLD.T
+        env = add_key_light(env, direction.tolist(), key_light["irradiance_facing"], key_light["angular_radius_deg"])
+        description["key_light"] = key_light
+    return PrefilteredEnvironment(
+        diffuse=prefilter_equirect_diffuse(env, height=32),
+        specular=prefilter_equirect_ggx(env, list(ROUGHNESS_LEVELS), height=32),
+        description=description,
+    )
+
+
+def make_environment(index: int, seed: int, key_light: bool = True) -> PrefilteredEnvironment:
+    """Environment ``index`` of a dataset: outdoor and studio kinds alternate, exposure is set per sample.
+
+    With ``key_light`` (the default) a small bright disc is added at azimuth 0 and an elevation drawn in
+    KEY_LIGHT_ELEVATION_DEG, carrying a share drawn in KEY_LIGHT_SHARE of the irradiance on a surface facing
+    up. Without it the procedural skies and studios light a plane so softly that a bumpy normal map changes
+    the 8-bit views by only a few levels (see :func:`normal_signal_levels`); a directional key light, as in a
+    real capture of a flat material, makes the bumps visible as shading. Samples turn the environment about
+    the vertical (``render_views``'s ``rotation_deg``), so the light's azimuth varies per sample.
+    """
     kind = "outdoor" if index % 2 == 0 else "studio"
     env_seed = int(np.random.default_rng([seed, 7919, index]).integers(2**31))
     env = procedural_environment(kind, 64, 128, seed=env_seed)
-    return PrefilteredEnvironment(
-        diffuse=prefilter_equirect_diffuse(env, height=16),
-        specular=prefilter_equirect_ggx(env, list(ROUGHNESS_LEVELS), height=32),
-        description={"index": index, "kind": kind, "seed": env_seed},
-    )
+    description: dict = {"index": index, "kind": kind, "seed": env_seed}
+    if not key_light:
+        return prefilter_environment(env, description)
+    rng = np.random.default_rng([seed, 6563, index])
+    elevation = math.radians(rng.uniform(*KEY_LIGHT_ELEVATION_DEG))
+    share = rng.uniform(*KEY_LIGHT_SHARE)
+    tint = np.array([1.0, 0.95, 0.88]) * rng.uniform(0.9, 1.0, 3)  # warm to neutral white
+    sky_up = float(equirect_irradiance(env, (0.0, 0.0, 1.0)).mean())
+    # share = key / (key + sky) on a surface facing up, where the key light casts facing * sin(elevation).
+    facing = sky_up * share / (1.0 - share) / math.sin(elevation)
+    light = {
+        "direction": [math.cos(elevation), 0.0, math.sin(elevation)],
+        "elevation_deg": math.degrees(elevation),
+        "angular_radius_deg": KEY_LIGHT_RADIUS_DEG,
+        "irradiance_facing": (facing * tint / tint.mean()).tolist(),
+        "share_of_upward_irradiance": float(share),
+    }
+    return prefilter_environment(env, description, light)
 
 
 def uniform_environment(radiance: Sequence[float], height: int = 8) -> PrefilteredEnvironment:
@@ -162,9 +245,11 @@ def render_views(
     environment: PrefilteredEnvironment,
     camera_positions: torch.Tensor,
     exposure: float = 1.0,
+    rotation_deg: float = 0.0,
 ) -> torch.Tensor:
     """Linear radiance (V, S, S, 3) leaving each texel towards each camera (V, 3), views registered to UV space;
-    ``exposure`` scales the environment."""
+    ``exposure`` scales the environment and ``rotation_deg`` turns it about world z (counter-clockwise seen
+    from above), which is exact for prefiltered maps: lookups are made along the directions turned back."""
     size = material.albedo.shape[0]
     albedo = srgb_to_linear(torch.from_numpy(material.albedo).float())
     roughness = torch.from_numpy(material.roughness).float()[..., None]
@@ -174,9 +259,12 @@ def render_views(
     view = camera_positions.float()[:, None, None, :] - points[None]
     view = view / view.norm(dim=-1, keepdim=True)
     n_dot_v = (view * normal).sum(-1, keepdim=True).clamp(min=1e-4, max=1.0)
-    diffuse_light = sample_equirect(environment.diffuse, normal)[None] * exposure
+    diffuse_light = sample_equirect(environment.diffuse, map_directions(normal, rotation_deg))[None] * exposure
     specular_light = sample_prefiltered(
-        environment.specular, list(ROUGHNESS_LEVELS), reflect(view, normal), roughness.expand(len(view), -1, -1, -1)
+        environment.specular,
+        list(ROUGHNESS_LEVELS),
+        map_directions(reflect(view, normal), rotation_deg),
+        roughness.expand(len(view), -1, -1, -1),
     )
     specular_light = specular_light * exposure
     diffuse, specular = shade_split_sum(albedo, roughness, metallic, n_dot_v, diffuse_light, specular_light)
@@ -184,6 +272,69 @@ def render_views(
     scale, bias = split_sum_lookup(n_dot_v, roughness)
     diffuse = diffuse * (1.0 - (base_reflectance(albedo, metallic) * scale + bias)).clamp(min=0.0)
     return diffuse + specular
+
+
+@dataclass
+class SampleLighting:
+    """How one sample is lit and seen: drawn by :func:`draw_sample`, consumed by :func:`render_views`."""
+
+    environment_index: int
+    rotation_deg: float
+    """The environment's turn about world z."""
+    exposure: float
+    cameras: list[dict]
+
+    def camera_positions(self) -> torch.Tensor:
+        return torch.tensor([c["position"] for c in self.cameras])
+
+    def key_light(self, environment: PrefilteredEnvironment) -> dict | None:
+        """The environment's key light as this sample sees it (world direction after the turn, scaled by the
+        exposure), or None for an environment without one."""
+        light = environment.description.get("key_light")
+        if light is None:
+            return None
+        direction = _turn_about_z(torch.tensor(light["direction"]), math.radians(self.rotation_deg))
+        return {
+            "direction": direction.tolist(),
+            "elevation_deg": light["elevation_deg"],
+            "azimuth_deg": math.degrees(math.atan2(float(direction[1]), float(direction[0]))) % 360.0,
+            "angular_radius_deg": light["angular_radius_deg"],
+            "irradiance_facing": [v * self.exposure for v in light["irradiance_facing"]],
+            "share_of_upward_irradiance": light["share_of_upward_irradiance"],
+        }
+
+
+def draw_sample(rng: np.random.Generator, environments: Sequence[PrefilteredEnvironment]) -> SampleLighting:
+    """One sample's environment, its turn about the vertical, exposure and three cameras."""
+    env_index = int(rng.integers(len(environments)))
+    rotation = float(rng.uniform(0.0, 360.0))
+    cameras = random_cameras(rng)
+    # Exposure: the light a white diffuse surface facing up would reflect, drawn in [0.45, 0.8] (the turn about
+    # the vertical does not change it).
+    up = map_directions(torch.tensor([0.0, 0.0, 1.0]))
+    up_light = float(sample_equirect(environments[env_index].diffuse, up).mean())
+    exposure = float(rng.uniform(0.45, 0.8) / max(up_light, 1e-6))
+    return SampleLighting(env_index, rotation, exposure, cameras)
+
+
+def normal_signal_levels(
+    material: MaterialMaps, environment: PrefilteredEnvironment, lighting: SampleLighting
+) -> float:
+    """How much of the normal map the stored views show: the mean absolute difference, in 8-bit levels, between
+    the views of ``material`` and those of the same material with a flat normal map."""
+    flat = MaterialMaps(
+        family=material.family,
+        albedo=material.albedo,
+        roughness=material.roughness,
+        metallic=material.metallic,
+        normal=np.broadcast_to(np.array([0.0, 0.0, 1.0], np.float32), material.normal.shape).copy(),
+    )
+    positions = lighting.camera_positions()
+    images = [
+        encode_render(render_views(m, environment, positions, lighting.exposure, lighting.rotation_deg))
+        for m in (material, flat)
+    ]
+    return float(np.abs(np.round(images[0] * 255.0) - np.round(images[1] * 255.0)).mean())
 
 
 def _noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -282,23 +433,20 @@ def _render_sample_task(args: tuple) -> tuple[str, dict]:
     name, material = cache[material_index]
     rng = np.random.default_rng([seed, 15485863, sample])
     environments = _WORKER["environments"]
-    env_index = int(rng.integers(len(environments)))
-    environment = environments[env_index]
-    cameras = random_cameras(rng)
-    # Exposure: the light a white diffuse surface facing up would reflect, drawn in [0.45, 0.8].
-    up_light = float(sample_equirect(environment.diffuse, torch.tensor([0.0, 0.0, 1.0])).mean())
-    exposure = rng.uniform(0.45, 0.8) / max(up_light, 1e-6)
-    positions = torch.tensor([c["position"] for c in cameras])
+    lighting = draw_sample(rng, environments)
+    environment = environments[lighting.environment_index]
     sample_name = f"sample_{sample:04d}"
-    clean = render_views(material, environment, positions, exposure=exposure)
+    clean = render_views(material, environment, lighting.camera_positions(), lighting.exposure, lighting.rotation_deg)
     for view, image in enumerate(clean):
         write_png(Path(root) / "input" / "clean" / sample_name / f"{view}.png", encode_render(image), bit_depth=8)
     record = {
         "material": name,
         "family": material.family,
         "environment": environment.description,
-        "exposure": float(exposure),
-        "cameras": cameras,
+        "environment_rotation_deg": lighting.rotation_deg,
+        "exposure": lighting.exposure,
+        "key_light": lighting.key_light(environment),
+        "cameras": lighting.cameras,
         "variants": ["clean"],
     }
     if rng.random() < dirty_fraction:
@@ -382,6 +530,8 @@ def write_pbr_dataset(
                 "normal": "16-bit tangent space, OpenGL (+y up the image), encoded (n + 1) / 2",
                 "plane": "z = 0, [-0.5, 0.5]^2, u along +x, v along +y, image row 0 at v = 1, world z up",
                 "views": "registered to UV space: pixel (i, j) is texel (i, j) seen from the view's camera",
+                "lighting": "split-sum GGX image-based lighting; environment (with its key light) turned about "
+                "world z by environment_rotation_deg, then scaled by exposure; key_light is in world frame",
             },
             "materials": {name: {"family": name.rsplit("_", 1)[0]} for name in names},
             "samples": samples,
