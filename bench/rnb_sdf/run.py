@@ -262,30 +262,53 @@ def batch_scaling(workdir: Path, batches=(512, 1024, 2048), steps: int = 15) -> 
 
 
 def plot(results: dict, path: Path) -> None:
+    """Curves of the blob scenes, the defaults table as bars (Chamfer per shape and variant), the step cost."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     scaling = results.get("batch_scaling")
-    fig, axes = plt.subplots(1, 3 if scaling else 2, figsize=(15 if scaling else 10, 3.8))
-    for name, result in results["runs"].items():
+    runs = results["runs"]
+    curves = {name: run for name, run in runs.items() if "/" not in name}
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1.6, 1]})
+    for name, result in curves.items():
         seconds = [p["train_seconds"] for p in result["curve"]]
         axes[0].plot(seconds, [100 * p["chamfer_rel"] for p in result["curve"]], "o-", label=name)
-        axes[1].plot(seconds, [p["fscore_1pct"] for p in result["curve"]], "o-", label=name)
     axes[0].axhline(0.4, color="grey", ls="--", lw=1)
-    axes[0].set(xlabel="training time (s)", ylabel="Chamfer (% of bounding radius)", yscale="log")
-    axes[1].axhline(0.95, color="grey", ls="--", lw=1)
-    axes[1].set(xlabel="training time (s)", ylabel="F-score at 1%", ylim=(0, 1.02))
-    axes[0].legend()
+    axes[0].set(xlabel="training time (s)", ylabel="Chamfer (% of bounding radius)", yscale="log", title="blob")
+    axes[0].legend(fontsize=8)
+
+    variants = [f"{noise}-{silhouette}" for noise in TABLE_NOISE for silhouette in ("mask", "backdrop")]
+    variants += ["noisy-mask-clamped30"]
+    width = 0.8 / len(variants)
+    for index, variant in enumerate(variants):
+        prefix = "lights" if variant.endswith("clamped30") else "table"
+        values = [
+            runs.get(f"{prefix}/{shape}-{variant}", {}).get("final", {}).get("chamfer_rel") for shape in TABLE_SHAPES
+        ]
+        present = [(i, 100 * v) for i, v in enumerate(values) if v is not None]
+        if present:
+            x = np.array([i for i, _ in present]) + (index - (len(variants) - 1) / 2) * width
+            label = variant.replace("backdrop", "no mask, textured floor")
+            axes[1].bar(x, [v for _, v in present], width, color=f"C{index}", label=label)
+    axes[1].set_xticks(np.arange(len(TABLE_SHAPES)), TABLE_SHAPES)
+    axes[1].set_xlim(-0.5, len(TABLE_SHAPES) - 0.5)
+    axes[1].set(ylabel="Chamfer (% of bounding radius)", title="defaults table (ns-train's default run length)")
+    tallest = max((bar.get_height() for bar in axes[1].patches), default=1.0)
+    axes[1].set_ylim(0, 1.5 * tallest)  # room for the legend above the bars
+    axes[1].legend(fontsize=8, ncol=3, loc="upper center")
     if scaling:
         rays = [row["rays_per_step"] for row in scaling["rows"]]
         axes[2].plot(rays, [row["seconds_per_step"] for row in scaling["rows"]], "o-", label="measured")
         fit = [scaling["fixed_seconds_per_step"] + scaling["seconds_per_ray"] * r for r in rays]
         label = f"fit: {scaling['fixed_seconds_per_step']:.2f} s + {1000 * scaling['seconds_per_ray']:.2f} ms per ray"
         axes[2].plot(rays, fit, "--", color="grey", label=label)
-        axes[2].set(xlabel="rays per step", ylabel="seconds per step", ylim=(0, None))
-        axes[2].legend()
+        axes[2].set(xlabel="rays per step", ylabel="seconds per step", ylim=(0, None), title="step cost (demo scene)")
+        axes[2].legend(fontsize=8)
+    else:
+        axes[2].set_visible(False)
     fig.suptitle(f"rnb-sdf on {results['machine']['cpu_count']} CPU cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
