@@ -91,6 +91,43 @@ def test_occlusion_target_blocked_inside_a_cavity_and_free_outside_a_sphere():
     assert float(free.max()) < 0.05, free.max()
     # The same point facing into the ball is blocked: the target measures the SDF, not the direction alone.
     assert float(sdf_ray_opacity(ball, surface * 1.02, -surface / 0.5, inv_s=400.0).min()) > 0.95
+    # Surface samples lie within the band |sdf| < 0.01, on either side. One just inside, leaving outwards at a
+    # sharpness a long run reaches, only exits the object: its exit must not count as a hit.
+    for inv_s in (400.0, 3000.0):
+        assert float(sdf_ray_opacity(ball, surface * 0.982, outward, inv_s=inv_s).max()) < 0.05, inv_s
+
+
+def test_occlusion_field_is_fitted_by_its_target_not_by_the_colour():
+    model = make_model(step=50)
+    rays = rays_at_origin(64)
+    batch = {"image": torch.rand(64, 3)}
+    occlusion_params = list(model.shading.occlusion.parameters())
+    losses = model.get_loss_dict(model.get_outputs(rays), batch)
+    losses["rgb_loss"].backward()
+    # The default: the colour loss cannot raise the occlusion to hand reflections to the near-field light.
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in occlusion_params)
+    assert float(model.shading.indirect_light.mlp[0].weight.grad.abs().sum()) > 0.0  # weighted by s, not cut
+
+    # An occlusion field that overshot below 0 (clamped output 0, no gradient through the clamp) is still
+    # pulled back by its loss.
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        model.shading.occlusion.mlp[-1].bias.fill_(-3.0)
+    outputs = model.get_outputs(rays)
+    assert float(outputs["occlusion"].detach().max()) == 0.0
+    model.get_loss_dict(outputs, batch)["occlusion_loss"].backward()
+    bias_grad = model.shading.occlusion.mlp[-1].bias.grad
+    assert bias_grad is not None and float(bias_grad) < 0.0  # descending raises the prediction towards ~0
+
+    # NeRO's variant: the colour loss trains the occlusion field as well.
+    nero = NeroShapeModelConfig(occlusion_from_colour=True, cache_resolution=32).setup(
+        scene_box=SceneBox(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])), num_train_data=4, metadata={},
+        device="cpu",
+    )  # fmt: skip
+    nero.total_steps = 100
+    nero.set_step(50)
+    nero.get_loss_dict(nero.get_outputs(rays), batch)["rgb_loss"].backward()
+    assert float(nero.shading.occlusion.mlp[-1].weight.grad.abs().sum()) > 0.0
 
 
 def test_outputs_losses_and_eval_mode():

@@ -121,8 +121,14 @@ class OcclusionField(nn.Module):
         self.mlp = make_mlp(in_dim, hidden_dim, num_layers, 1)
         _init_output_bias(self.mlp, init_raw)
 
-    def forward(self, positions: Tensor, directions: Tensor) -> Tensor:
+    def forward(self, positions: Tensor, directions: Tensor, clamp: bool = True) -> Tensor:
+        """Occlusion probability of the rays (positions, directions) (..., 3) -> (..., 1).
+
+        ``clamp=False`` returns the value before clamping to [0, 1], for fitting it: the clamp has no gradient
+        outside [0, 1], so a loss on the clamped value leaves a field that overshot below 0 stuck at 0 for good.
+        """
         encoded = torch.cat(
             [self.position_encoding(positions.detach()), self.direction_encoding(directions.detach())], dim=-1
         )
-        return (self.mlp(encoded) * 0.5 + 0.5).clamp(0.0, 1.0)
+        probability = self.mlp(encoded) * 0.5 + 0.5
+        return probability.clamp(0.0, 1.0) if clamp else probability

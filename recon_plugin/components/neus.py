@@ -84,22 +84,28 @@ def alpha_to_weights(alpha: Tensor) -> Tensor:
     return alpha * transmittance
 
 
-def upsample_weights(t: Tensor, sdf: Tensor, inv_s: float) -> Tensor:
+def upsample_weights(t: Tensor, sdf: Tensor, inv_s: float, entering_only: bool = False) -> Tensor:
     """NeuS weights of the sections between consecutive samples, from SDF values alone (no gradients).
 
     The slope of each section is estimated from its endpoints (and its predecessor, for robustness
     at the entry of a surface), as in NeuS's hierarchical up-sampling.
+
+    ``entering_only`` gives sections where the SDF rises no opacity. Without it, a rising section inside the
+    object (sdf * inv_s << 0) gets alpha ~ 1 from the 1e-5 terms: harmless for placing samples, but an
+    opacity measured from a point just inside the surface would count its own exit as a hit.
     """
     deltas = t[..., 1:] - t[..., :-1]
     mid_sdf = (sdf[..., 1:] + sdf[..., :-1]) * 0.5
-    cos_val = (sdf[..., 1:] - sdf[..., :-1]) / (deltas + 1e-5)
-    prev_cos = torch.cat([torch.zeros_like(cos_val[..., :1]), cos_val[..., :-1]], dim=-1)
-    cos_val = torch.minimum(prev_cos, cos_val).clamp(-1e3, 0.0)
+    own_cos = (sdf[..., 1:] - sdf[..., :-1]) / (deltas + 1e-5)
+    prev_cos = torch.cat([torch.zeros_like(own_cos[..., :1]), own_cos[..., :-1]], dim=-1)
+    cos_val = torch.minimum(prev_cos, own_cos).clamp(-1e3, 0.0)
     prev_sdf = mid_sdf - cos_val * deltas * 0.5
     next_sdf = mid_sdf + cos_val * deltas * 0.5
     prev_cdf = torch.sigmoid(prev_sdf * inv_s)
     next_cdf = torch.sigmoid(next_sdf * inv_s)
     alpha = (prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)
+    if entering_only:
+        alpha = torch.where(own_cos < 0.0, alpha, torch.zeros_like(alpha))
     return alpha_to_weights(alpha)
 
 

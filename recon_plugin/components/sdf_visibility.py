@@ -2,8 +2,9 @@
 
 Used as the target of NeRO's occlusion field: from a surface point, march along the reflected direction to
 where the ray leaves the unit sphere and accumulate NeuS opacity. The NeuS weights come from SDF values alone
-(:func:`recon_plugin.components.neus.upsample_weights`), so only sections where the SDF decreases along the
-ray (entering the object) add opacity; leaving the start surface adds none.
+(:func:`recon_plugin.components.neus.upsample_weights` with ``entering_only``), so only sections where the SDF
+decreases along the ray (entering the object) add opacity; leaving the start surface adds none, even from a point
+slightly inside it at a high sharpness.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def sdf_ray_opacity(
         return sdf_fn(points.reshape(-1, 3)).reshape(distances.shape)
 
     sdf = query(t)
-    weights = upsample_weights(t, sdf, inv_s)
+    weights = upsample_weights(t, sdf, inv_s, entering_only=True)
     if num_importance > 0:
         new_t = sample_pdf(t, weights, num_importance, deterministic=True)
         t, order = torch.sort(torch.cat([t, new_t], dim=-1), dim=-1)
         sdf = torch.gather(torch.cat([sdf, query(new_t)], dim=-1), -1, order)
-        weights = upsample_weights(t, sdf, inv_s)
+        weights = upsample_weights(t, sdf, inv_s, entering_only=True)
     return weights.sum(-1).clamp(0.0, 1.0)

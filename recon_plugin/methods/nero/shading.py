@@ -45,10 +45,15 @@ class SplitSumShading(nn.Module):
     With v towards the camera and t = reflect(v, n):
     L_spec = s(x, t) L_ind(x, t, rho) + (1 - s) L_dir(t, rho), L_diff = L_dir(n, 1),
     colour = sRGB((1 - m) a L_diff + (F0 A + B) L_spec), F0 = mix(0.04, a, m), (A, B) from the split-sum LUT.
+
+    ``occlusion_from_colour``: whether the colour loss trains the occlusion field s as well (NeRO). Off, s enters
+    the colour as a constant and only its ray-marched target fits it; the colour loss then cannot raise s to let
+    the position-dependent near-field light L_ind explain reflections instead of the normal.
     """
 
-    def __init__(self, feature_dim: int, sizes: NeroShadingSizes) -> None:
+    def __init__(self, feature_dim: int, sizes: NeroShadingSizes, occlusion_from_colour: bool = False) -> None:
         super().__init__()
+        self.occlusion_from_colour = occlusion_from_colour
         # On the SDF features alone (NeRO adds xyz; our features come from a positional hash grid already), so
         # the mesh exporter, which passes (features, normals), can colour vertices with the albedo.
         self.materials = make_mlp(feature_dim, sizes.hidden_dim, sizes.num_layers, 5)
@@ -80,10 +85,11 @@ class SplitSumShading(nn.Module):
         n_dot_v = (normals * view).sum(-1, keepdim=True)
         reflection = reflect(view, normals)
         occlusion = self.occlusion(positions, reflection)
+        blend = occlusion if self.occlusion_from_colour else occlusion.detach()
         reflection_ide = self.ide(reflection, roughness)  # shared by both lights
         direct = self.direct_light(reflection_ide)
         indirect = self.indirect_light(positions, reflection_ide)
-        specular_light = occlusion * indirect + (1.0 - occlusion) * direct
+        specular_light = blend * indirect + (1.0 - blend) * direct
         diffuse_ide = self.diffuse_ide(normals, torch.ones_like(roughness))
         diffuse_ide = F.pad(diffuse_ide, (0, self.ide.output_dim - diffuse_ide.shape[-1]))
         diffuse_light = self.direct_light(diffuse_ide)
