@@ -69,6 +69,21 @@ def train(name: str, data: Path, workdir: Path, args: argparse.Namespace) -> tup
     return next((workdir / "runs").glob(f"{name}/{method}/bench/config.yml")), time.perf_counter() - start, shown
 
 
+def grid_samples(materials: list[str], rows: int) -> list[int]:
+    """Indices of up to ``rows`` samples showing distinct materials, distinct families first (material names
+    are ``<family>_<index>``); consecutive samples share a material, so the first rows would repeat one."""
+    first: dict[str, int] = {}
+    for index, material in enumerate(materials):
+        first.setdefault(material, index)
+    seen: set[str] = set()
+    new_family, repeated_family = [], []
+    for material, index in first.items():
+        family = material.rsplit("_", 1)[0]
+        (repeated_family if family in seen else new_family).append(index)
+        seen.add(family)
+    return (new_family + repeated_family)[:rows]
+
+
 def evaluate(config_path: Path, variant: str, grid_path: Path | None, grid_rows: int) -> tuple[dict, int]:
     """Mean metrics over the held-out samples with ``variant`` inputs (model and ``baseline_*``)."""
     import torch
@@ -83,9 +98,9 @@ def evaluate(config_path: Path, variant: str, grid_path: Path | None, grid_rows:
     metrics = pipeline.get_average_eval_image_metrics(get_std=False)
     if grid_path is not None:
         rows = []
-        for index, (views, batch) in enumerate(pipeline.datamanager.iter_eval_samples()):
-            if index >= grid_rows:
-                break
+        dataset = pipeline.datamanager.eval_dataset
+        for index in grid_samples([record.material for record in dataset.records], grid_rows):
+            views, batch = dataset.batch(torch.tensor([index]), pipeline.datamanager.device)
             with torch.no_grad():
                 outputs = pipeline.model.get_outputs_for_camera(views)
             _, images = pipeline.model.get_image_metrics_and_images(outputs, batch)
@@ -206,6 +221,14 @@ def main() -> None:
             }
         else:
             data = args.data
+            metadata = json.loads((data / "input" / "render_metadata.json").read_text())
+            results["dataset"] = {
+                "given": str(data),
+                "generator": f"{metadata.get('generator')} version {metadata.get('version')}",
+                "materials": len(metadata.get("materials", {})),
+                "samples": len(metadata.get("samples", {})),
+                "size": metadata.get("size"),
+            }
         args.out.mkdir(parents=True, exist_ok=True)
         for name in runs:
             config_path, seconds, command = train(name, data, workdir, args)
