@@ -1,5 +1,5 @@
 """rnb-sdf model behaviour that needs no training run: eval-mode losses, rays that miss the unit sphere, the
-clamped-light option, mixed precision of the mask loss."""
+clamped-light option, the mask loss (gradient when saturated, mixed precision)."""
 
 from __future__ import annotations
 
@@ -116,3 +116,18 @@ def test_mask_loss_runs_under_cuda_autocast():
     with torch.autocast("cuda"):
         losses = model.get_loss_dict(model(rays), batch)
     assert torch.isfinite(losses["mask_loss"])
+
+
+def test_mask_loss_carves_opaque_surface_outside_silhouette():
+    """An opaque surface (accumulation 1) on a background ray must still be pushed away: the log(0) guard clamps
+    the value, not the gradient (a plain clamp left the start sphere sticking out of a bowl's opening)."""
+    model = small_model()
+    for opacity in (0.5, 1.0):
+        accumulation = torch.full((4, 1), opacity, requires_grad=True)
+        loss = model.mask_loss({"accumulation": accumulation}, {"fg_mask": torch.zeros(4, 1)})
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert (accumulation.grad > 0).all(), f"no push towards transparency at accumulation {opacity}"
+    accumulation = torch.zeros(4, 1, requires_grad=True)  # and an empty silhouette ray is pushed to fill
+    model.mask_loss({"accumulation": accumulation}, {"fg_mask": torch.ones(4, 1)}).backward()
+    assert (accumulation.grad < 0).all()

@@ -245,7 +245,11 @@ class SDFModel(Model):
         """Weighted BCE between the object's accumulation and the batch's ``fg_mask``; None without either."""
         if "fg_mask" not in batch or self.config.mask_loss_mult <= 0:
             return None
-        accumulation = outputs["accumulation"].float().clamp(1e-3, 1.0 - 1e-3)
+        accumulation = outputs["accumulation"].float()
+        # Clamp the value (log(0) guard) but keep the gradient: a plain clamp returns zero gradient exactly where the
+        # term matters most, on an opaque surface (accumulation > 0.999) outside the silhouette, which then can
+        # never be carved away (e.g. the start sphere sticking out of a bowl's opening).
+        accumulation = accumulation - (accumulation - accumulation.clamp(1e-3, 1.0 - 1e-3)).detach()
         # binary_cross_entropy refuses to run under CUDA autocast (--mixed-precision): keep it in float32.
         with torch.autocast(device_type=accumulation.device.type, enabled=False):
             return self.config.mask_loss_mult * F.binary_cross_entropy(
