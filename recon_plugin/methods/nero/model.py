@@ -84,9 +84,9 @@ class NeroShapeModelConfig(SDFModelConfig):
     """Only samples with |sdf| below this are surface points whose reflected ray is marched."""
     occlusion_from_colour: bool = False
     """Let the colour loss train the occlusion field too (NeRO). Off: only the ray-marched target fits it. On, in a
-    short run the colour loss drives the occlusion to ~1 before its loss starts, so the position-dependent
-    near-field light explains the reflections instead of the normals and the SDF dents (the default glossy scene,
-    3000 steps: 16 % of the surface > 5 % of the radius inside)."""
+    short run the colour loss drives the occlusion to ~0.97 before its loss starts (default glossy scene, step
+    200), so the position-dependent near-field light carries the reflections while the coarse shape forms. Turning
+    it off did not remove the split-sum head's dents (bench/nero_shape/dents.md)."""
 
     # Losses
     rgb_loss_mult: float = 1.0
