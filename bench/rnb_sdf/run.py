@@ -296,8 +296,10 @@ def plot(results: dict, path: Path) -> None:
     axes[1].set_xticks(np.arange(len(TABLE_SHAPES)), TABLE_SHAPES)
     axes[1].set_xlim(-0.5, len(TABLE_SHAPES) - 0.5)
     axes[1].set(ylabel="Chamfer (% of bounding radius)", title="defaults table (ns-train's default run length)")
-    tallest = max((bar.get_height() for bar in axes[1].patches), default=1.0)
-    axes[1].set_ylim(0, 1.5 * tallest)  # room for the legend above the bars
+    heights = [bar.get_height() for bar in axes[1].patches] or [1.0]
+    # Log scale: a failing shape sits 50x above the others; headroom above the bars for the legend.
+    axes[1].set_yscale("log")
+    axes[1].set_ylim(0.5 * min(heights), 8.0 * max(heights))
     axes[1].legend(fontsize=8, ncol=3, loc="upper center")
     if scaling:
         rays = [row["rays_per_step"] for row in scaling["rows"]]
