@@ -5,13 +5,14 @@ per-view albedo scaled by random factors (tests the learned per-view gain), and 
 (40 views, 256x256). Each is trained with the same trainer as ns-train; training time excludes
 the periodic evaluations. Results go to bench/rnb_sdf/results.json and results.png.
 
-    python bench/rnb_sdf/run.py [--only demo,jitter,large,scaling,table,lights] [--skip-done]
+    python bench/rnb_sdf/run.py [--only demo,jitter,large,scaling,table,lights,maskweight] [--skip-done]
 
 ``scaling`` times training steps at 512, 1024 and 2048 rays per step (fixed vs per-ray cost).
 ``table`` is the defaults table: four shapes (blob, knot, figure, bowl) x {clean, photometric-stereo noise} x
 {mask, no mask with a textured floor behind the object}, at ns-train's default run length; single rows are named
 ``table/<shape>-<clean|noisy>-<mask|backdrop>``. ``lights`` runs two of its noisy rows with RNb-NeuS v1's
-clamped 30-degree light warm-up. Rows are stored as they finish (parallel processes may share results.json).
+clamped 30-degree light warm-up, ``maskweight`` two with RNb-NeuS's mask weight 0.1 (see ABLATIONS). Rows are
+stored as they finish (parallel processes may share results.json).
 """
 
 from __future__ import annotations
@@ -36,14 +37,21 @@ SCENES = {
     # The demo scene with twice the rays per step and 70 % of the steps (same wall-clock budget).
     "demo-2048": {"shape": "blob", "views": 20, "size": 128, "jitter": 0.0, "iterations": 700, "rays": 2048},
 }
-# The light schedule with RNb-NeuS v1's clamped warm-up (fixed 30-degree triplet, n.l clamped at 0) against the
-# default (unclamped optimal-slant triplet) on the same noisy scenes: compare with table/<shape>-noisy-mask.
-CLAMPED_LIGHTS = {"clamp_fixed_lights": True, "fixed_slant_deg": 30.0}
+# Ablation groups, each a few noisy-mask rows of the table with some `--pipeline.model.*` options changed; compare
+# row `<group>/<shape>-noisy-mask-<suffix>` with `table/<shape>-noisy-mask`.
+#   lights: RNb-NeuS v1's clamped warm-up (fixed 30-degree triplet, n.l clamped at 0) against the default
+#     (unclamped optimal-slant triplet).
+#   maskweight: RNb-NeuS's mask weight 0.1 against our 1.0 (does a strong silhouette term lock a cavity's lid in?).
+ABLATIONS = {
+    "lights": ("clamped30", {"clamp_fixed_lights": True, "fixed_slant_deg": 30.0}, ("knot", "figure")),
+    "maskweight": ("mask0.1", {"mask_loss_mult": 0.1}, ("bowl", "figure")),
+}
 
 
-def light_specs(iterations: int) -> dict:
+def ablation_specs(group: str, iterations: int) -> dict:
+    suffix, options, shapes = ABLATIONS[group]
     return {
-        f"lights/{shape}-noisy-mask-clamped30": {
+        f"{group}/{shape}-noisy-mask-{suffix}": {
             "shape": shape,
             "views": 20,
             "size": 128,
@@ -52,9 +60,9 @@ def light_specs(iterations: int) -> dict:
             "realism": "ps",
             "masks": True,
             "backdrop": "none",
-            "model": CLAMPED_LIGHTS,
+            "model": options,
         }
-        for shape in ("knot", "figure")
+        for shape in shapes
     }
 
 
@@ -173,6 +181,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
     # bounding radius from the true surface.
     raw = extract_world_mesh(trainer.pipeline, resolution=512, largest_component=False, vertex_colors=False, log=None)
     raw_metrics = evaluate_meshes(raw, gt, scale=info["bounding_radius"], num_samples=200000)
+    floaters = floater_fraction(raw, gt, info["bounding_radius"])
     tsdf = tsdf_metrics(trainer.pipeline, workdir / f"{name}-tsdf", gt, info["bounding_radius"])
     print(f"  [{name}] ns-export tsdf defaults: Chamfer {100 * tsdf['chamfer_rel']:.3f}%", flush=True)
     normals = evaluate_rendered_normals(trainer.pipeline)
@@ -195,6 +204,7 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
             "fscore_1pct": metrics["fscore"]["0.01"],
             "fscore_2pct": metrics["fscore"]["0.02"],
             "outlier_surface_fraction_1pct": 1.0 - raw_metrics["precision"]["0.01"],
+            "floater_surface_fraction_1pct": floaters,
             "tsdf_chamfer_rel": tsdf["chamfer_rel"],
             "tsdf_fscore_1pct": tsdf["fscore"]["0.01"],
             "normal_error_mean_deg": normals["mean_deg"],
@@ -207,6 +217,23 @@ def train_and_score(name: str, spec: dict, workdir: Path, eval_every: int = 250)
         gains = torch.exp(model.view_log_gain - model.view_log_gain.mean(0)).detach().numpy()
         result["learned_gain_range"] = [float(gains.min()), float(gains.max())]
     return result
+
+
+def floater_fraction(raw, gt, bounding_radius: float) -> float:
+    """Floaters proper: the fraction of the raw marching-cubes surface that lies in pieces detached from the
+    largest one and farther than 1 % of the bounding radius from the true surface. (The outlier fraction counts
+    every surface that far off, a lid over a cavity included.)"""
+    import trimesh
+
+    from recon_plugin.eval.mesh_metrics import evaluate_meshes
+
+    pieces = raw.split(only_watertight=False)
+    if len(pieces) <= 1:
+        return 0.0
+    pieces.sort(key=lambda piece: len(piece.faces))
+    detached = trimesh.util.concatenate(pieces[:-1])
+    far = 1.0 - evaluate_meshes(detached, gt, scale=bounding_radius, num_samples=50000)["precision"]["0.01"]
+    return float(detached.area / raw.area * far)
 
 
 def tsdf_metrics(pipeline, output_dir: Path, gt, bounding_radius: float) -> dict:
@@ -281,12 +308,14 @@ def plot(results: dict, path: Path) -> None:
     axes[0].legend(fontsize=8)
 
     variants = [f"{noise}-{silhouette}" for noise in TABLE_NOISE for silhouette in ("mask", "backdrop")]
-    variants += ["noisy-mask-clamped30"]
+    prefixes = {variant: "table" for variant in variants}
+    prefixes |= {f"noisy-mask-{suffix}": group for group, (suffix, _, _) in ABLATIONS.items()}
+    variants = list(prefixes)
     width = 0.8 / len(variants)
     for index, variant in enumerate(variants):
-        prefix = "lights" if variant.endswith("clamped30") else "table"
         values = [
-            runs.get(f"{prefix}/{shape}-{variant}", {}).get("final", {}).get("chamfer_rel") for shape in TABLE_SHAPES
+            runs.get(f"{prefixes[variant]}/{shape}-{variant}", {}).get("final", {}).get("chamfer_rel")
+            for shape in TABLE_SHAPES
         ]
         present = [(i, 100 * v) for i, v in enumerate(values) if v is not None]
         if present:
@@ -316,15 +345,60 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def store_row(results_path: Path, name: str, run: dict, machine: dict) -> dict:
+def table_markdown(results: dict) -> str:
+    """The defaults table and the ablation rows as the README's markdown table, straight from results.json."""
+    runs = results["runs"]
+    lines = [
+        "| shape | input | silhouette | options | Chamfer (SDF mesh) | F@1% | surface > 1 % off | floaters > 1 % off "
+        "| Chamfer (TSDF mesh) | normal error (mean) | s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = [f"table/{s}-{n}-{m}" for s in TABLE_SHAPES for n in TABLE_NOISE for m in ("mask", "backdrop")]
+    names += [name for name in runs if name.split("/")[0] in ABLATIONS]
+    for name in names:
+        if name not in runs:
+            continue
+        run, final = runs[name], runs[name]["final"]
+        scene = run["scene"]
+        options = (
+            " ".join(f"`{k.replace('_', '-')} {v}`" for k, v in run.get("model_options", {}).items()) or "defaults"
+        )
+        floaters = final.get("floater_surface_fraction_1pct")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    scene["shape"],
+                    "noisy" if scene.get("realism") == "ps" else "clean",
+                    "mask" if scene.get("masks") else "none, textured floor",
+                    options,
+                    f"{100 * final['chamfer_rel']:.3f} %",
+                    f"{final['fscore_1pct']:.3f}",
+                    f"{100 * final['outlier_surface_fraction_1pct']:.2f} %",
+                    "-" if floaters is None else f"{100 * floaters:.2f} %",
+                    f"{100 * final['tsdf_chamfer_rel']:.3f} %",
+                    f"{final['normal_error_mean_deg']:.1f}°",
+                    f"{run['train_seconds'] / run['iterations']:.2f}",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def store_row(results_path: Path, name: str, run: dict, machine: dict, section: str = "runs") -> dict:
     """Adds one row to results.json under a lock, re-reading the file first: table rows run as parallel
-    processes (one thread each) and each must keep the rows the others wrote meanwhile."""
+    processes (one thread each) and each must keep the rows the others wrote meanwhile. ``section`` "runs"
+    holds the training rows; any other name stores ``run`` as that top-level entry (the step-cost check)."""
     import fcntl
 
     with open(results_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
-        results["runs"][name] = run
+        if section == "runs":
+            results["runs"][name] = run
+        else:
+            results[section] = run
         results["machine"] = machine
         staged = results_path.with_suffix(".json.partial")
         staged.write_text(json.dumps(results, indent=2))
@@ -334,7 +408,7 @@ def store_row(results_path: Path, name: str, run: dict, machine: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    names = [*SCENES, "scaling", "table", "lights"]
+    names = [*SCENES, "scaling", "table", *ABLATIONS]
     parser.add_argument("--only", default=",".join(names), help="comma-separated subset of " + ",".join(names))
     parser.add_argument(
         "--table-iterations",
@@ -345,14 +419,21 @@ def main() -> None:
     parser.add_argument("--table-shapes", default=",".join(TABLE_SHAPES))
     parser.add_argument("--table-silhouettes", default="mask,backdrop", help="subset of " + ",".join(TABLE_SILHOUETTE))
     parser.add_argument("--skip-done", action="store_true", help="keep table rows already in results.json")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the table rows of results.json as markdown and exit"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(table_markdown(json.loads((HERE / "results.json").read_text())))
+        return
     table = table_specs(
         args.table_iterations or default_iterations(),
         shapes=args.table_shapes.split(","),
         silhouettes=args.table_silhouettes.split(","),
     )
-    lights = light_specs(args.table_iterations or default_iterations())
-    table = table | lights
+    ablations = {group: ablation_specs(group, args.table_iterations or default_iterations()) for group in ABLATIONS}
+    for rows in ablations.values():
+        table = table | rows
     import os
 
     machine = {
@@ -370,18 +451,20 @@ def main() -> None:
         run.setdefault("machine", results.get("machine"))
     results["machine"] = machine
     with tempfile.TemporaryDirectory() as tmp:
-        groups = {"table": [name for name in table if name.startswith("table/")], "lights": list(lights)}
+        groups = {"table": [name for name in table if name.startswith("table/")]}
+        groups |= {group: list(rows) for group, rows in ablations.items()}
         requested = [row for name in args.only.split(",") for row in groups.get(name, [name])]
         for name in requested:
             if args.skip_done and name in results["runs"] and name in table:
                 continue
             if name == "scaling":
                 print("rnb-sdf bench: step cost against rays per step", flush=True)
-                results["batch_scaling"] = batch_scaling(Path(tmp)) | {
+                scaling = batch_scaling(Path(tmp)) | {
                     "command": "python bench/rnb_sdf/run.py " + " ".join(sys.argv[1:]),
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "machine": machine,
                 }
-                results_path.write_text(json.dumps(results, indent=2))
+                results = store_row(results_path, name, scaling, machine, section="batch_scaling")
                 continue
             spec = table.get(name) or SCENES[name]
             print(f"rnb-sdf bench: {name} {spec}", flush=True)
