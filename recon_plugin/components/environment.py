@@ -66,14 +66,18 @@ def _check_environment(env: Tensor, name: str = "env") -> None:
 def sample_equirect(env: Tensor, directions: Tensor) -> Tensor:
     """Bilinear radiance lookup (..., 3) of ``env`` (H, W, 3) along unit ``directions`` (..., 3).
 
-    Wraps around in u (longitude) and clamps in v (latitude). Differentiable w.r.t. ``env`` (a learned map) and,
-    away from the poles, w.r.t. the directions. Returns the env's dtype.
+    Wraps around in u (longitude). Within half a texel of a pole, where no texel centre lies beyond, the lookup
+    blends towards the mean of the first (last) row: every direction's value is then continuous and the pole
+    itself has one value whatever longitude atan2 returns there (clamping to the first row made straight up
+    depend on the direction's tiny x/y components). Differentiable w.r.t. ``env`` (a learned map) and, away
+    from the poles, w.r.t. the directions. Returns the env's dtype.
     """
     _check_environment(env)
     height, width = env.shape[:2]
     uv = direction_to_equirect_uv(directions.to(env.dtype))
     x = uv[..., 0] * width - 0.5
-    y = (uv[..., 1] * height - 0.5).clamp(0.0, height - 1.0)
+    unclamped_y = uv[..., 1] * height - 0.5  # in [-0.5, height - 0.5]
+    y = unclamped_y.clamp(0.0, height - 1.0)
     x0 = torch.floor(x)
     y0 = torch.floor(y).clamp(max=height - 2.0) if height > 1 else torch.zeros_like(y)
     fx = (x - x0)[..., None]
@@ -85,7 +89,12 @@ def sample_equirect(env: Tensor, directions: Tensor) -> Tensor:
     y1 = (y0 + 1).clamp(max=height - 1)
     top = env[y0, x0w] * (1.0 - fx) + env[y0, x1w] * fx
     bottom = env[y1, x0w] * (1.0 - fx) + env[y1, x1w] * fx
-    return top * (1.0 - fy) + bottom * fy
+    value = top * (1.0 - fy) + bottom * fy
+    # Weight of the pole's value: 0 at the first/last texel row's centre, 1 at the pole half a texel beyond.
+    to_zenith = (-2.0 * unclamped_y).clamp(0.0, 1.0)[..., None]
+    to_nadir = (2.0 * (unclamped_y - (height - 1.0))).clamp(0.0, 1.0)[..., None]
+    value = value * (1.0 - to_zenith - to_nadir) + env[0].mean(0) * to_zenith + env[-1].mean(0) * to_nadir
+    return value
 
 
 def _smooth_disc(cos_angle: Tensor, radius: float, edge: float) -> Tensor:
