@@ -426,12 +426,13 @@ def main() -> None:
     if args.markdown:
         print(table_markdown(json.loads((HERE / "results.json").read_text())))
         return
+    iterations = args.table_iterations or default_iterations()
     table = table_specs(
-        args.table_iterations or default_iterations(),
+        iterations,
         shapes=args.table_shapes.split(","),
         silhouettes=args.table_silhouettes.split(","),
     )
-    ablations = {group: ablation_specs(group, args.table_iterations or default_iterations()) for group in ABLATIONS}
+    ablations = {group: ablation_specs(group, iterations) for group in ABLATIONS}
     for rows in ablations.values():
         table = table | rows
     import os
