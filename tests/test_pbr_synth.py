@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from recon_plugin.components.environment import (
 )
 from recon_plugin.data.image_io import decode_normals, read_image
 from recon_plugin.data.synthetic.pbr import (
+    DEFAULT_LIGHT_AZIMUTH_SPREAD_DEG,
     KEY_LIGHT_ELEVATION_DEG,
     ROUGHNESS_LEVELS,
     PrefilteredEnvironment,
@@ -233,3 +235,25 @@ def test_bumps_are_visible_in_the_views_under_the_key_light(outdoor_and_studio):
     soft, keyed = float(np.mean(signal[False])), float(np.mean(signal[True]))
     assert keyed >= 5.0, (soft, keyed)
     assert soft < 5.0 and keyed > 2.0 * soft, (soft, keyed)  # the old lighting would fail the minimum above
+
+
+def test_the_key_light_azimuth_stays_within_the_requested_spread():
+    """With a narrow spread every sample's key light comes from around the map's +v side (the capture
+    convention that makes the normals' tilt identifiable from shading); 360 degrees covers every side."""
+    environments = [make_environment(0, seed=0)]
+
+    def azimuths(spread: float) -> np.ndarray:
+        draws = [draw_sample(np.random.default_rng([3, k]), environments, spread) for k in range(200)]
+        angles = np.array([d.key_light(environments[0])["azimuth_deg"] for d in draws])
+        return (angles - 90.0 + 180.0) % 360.0 - 180.0  # signed, around +v
+
+    narrow = azimuths(60.0)
+    assert np.abs(narrow).max() <= 30.0 + 1e-6 and np.abs(narrow).max() > 20.0
+    assert np.abs(azimuths(0.0)).max() < 1e-6
+    wide = azimuths(360.0)
+    assert np.histogram(wide, bins=4, range=(-180.0, 180.0))[0].min() > 30
+    from recon_plugin.cli.synth import PbrCommand
+
+    assert PbrCommand.light_azimuth_spread_deg == DEFAULT_LIGHT_AZIMUTH_SPREAD_DEG  # the CLI keeps the default
+    with pytest.raises(ValueError, match="light-azimuth-spread"):
+        write_pbr_dataset(Path("/nonexistent"), materials=1, light_azimuth_spread_deg=400.0, log=None)

@@ -105,6 +105,9 @@ class PbrCommand:
     """Worker processes (default: min(4, CPU count))."""
     overwrite: bool = False
     """Replace a non-empty OUT folder."""
+    light_azimuth_spread_deg: float = 60.0
+    """Range of the key light's azimuth in the map's frame, centred on +v, the top of the map image (360: from
+    any side, which leaves the sign of a normal's tilt ambiguous in the shading)."""
 
     def main(self) -> None:
         """Writes the dataset."""
@@ -120,6 +123,7 @@ class PbrCommand:
             environments=self.environments,
             workers=self.workers,
             overwrite=self.overwrite,
+            light_azimuth_spread_deg=self.light_azimuth_spread_deg,
         )
 
 
