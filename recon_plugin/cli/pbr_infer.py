@@ -4,7 +4,9 @@
 
 Writes OUT/{albedo,roughness,metallic,normal}.png (normal encoded (n + 1) / 2) and OUT/material.glb.
 The views are resized to the run's resolution (``--pipeline.datamanager.resolution`` at training), and should
-be registered to the material's UV space like the training views (see ``recon-synth pbr``).
+be registered to the material's UV space like the training views (see ``recon-synth pbr``), lit like them:
+with the default training data the main light is within 30 degrees of the top edge of the map (a normal's tilt
+is only readable from shading when the light's side is known).
 """
 
 from __future__ import annotations
