@@ -24,8 +24,7 @@ bumps in the normal map show as shading, as they do in a real capture of a flat 
 Each sample turns its environment about the vertical so that the key light comes from within 30 degrees of
 the top of the map (``light_azimuth_spread_deg``, default 60; 360 lets it come from any side, which leaves
 normals unlearnable, see DEFAULT_LIGHT_AZIMUTH_SPREAD_DEG); render_metadata.json records the light as the
-sample sees it. The diffuse
-term is scaled by one minus the specular lobe's directional albedo, so a white Lambertian-like dielectric
+sample sees it. The diffuse term is scaled by one minus the specular lobe's directional albedo, so a white Lambertian-like dielectric
 under uniform light reflects exactly the incident radiance.
 Linear radiance is clamped to [0, 1] and sRGB-encoded (no tone curve). Dirt lives on the surface (UV space),
 so a sample's three views share it.
@@ -95,7 +94,7 @@ DEFAULT_LIGHT_AZIMUTH_SPREAD_DEG = 60.0
 """One light from an unknown side leaves the sign of a tilt ambiguous in the shading (a bump lit from the left looks
 like a dent lit from the right), so a network cannot learn normals from it: on version-2 data (any side)
 pbr-fusion-lightweight's held-out normal error stayed at the flat baseline's 7.18 deg after 400 steps; with
-the light within 30 deg of the top it fell to 6.00 (6.14 with the light always exactly at the top). Like the
+the light within 30 deg of one side it fell to 6.00 (6.14 with the light always exactly at that side). Like the
 flash of single-image material capture, the light's side is a capture convention the user follows."""
 MAP_NAMES = ("albedo", "roughness", "metallic", "normal")
 ROUGHNESS_LEVELS = (0.0, 0.2, 0.35, 0.5, 0.75, 1.0)
