@@ -24,8 +24,8 @@ bumps in the normal map show as shading, as they do in a real capture of a flat 
 Each sample turns its environment about the vertical so that the key light comes from within 30 degrees of
 the top of the map (``light_azimuth_spread_deg``, default 60; 360 lets it come from any side, which leaves
 normals unlearnable, see DEFAULT_LIGHT_AZIMUTH_SPREAD_DEG); render_metadata.json records the light as the
-sample sees it. The diffuse term is scaled by one minus the specular lobe's directional albedo, so a white Lambertian-like dielectric
-under uniform light reflects exactly the incident radiance.
+sample sees it. The diffuse term is scaled by one minus the specular lobe's directional albedo, so a white
+Lambertian-like dielectric under uniform light reflects exactly the incident radiance.
 Linear radiance is clamped to [0, 1] and sRGB-encoded (no tone curve). Dirt lives on the surface (UV space),
 so a sample's three views share it.
 
