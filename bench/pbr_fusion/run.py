@@ -3,16 +3,17 @@
 Steps: write a dataset (paired clean/dirty renders); train with ``ns-train`` (the real CLI, as a user would)
 pbr-fusion-small (GAN), pbr-fusion-small without the GAN, pbr-fusion-lightweight (no GAN) and
 pbr-fusion-lightweight with the GAN, each for at most ``--minutes`` of training on the machine as it is
-(``--threads`` caps torch's threads; on 2 cores shared with other work one thread ran ~10x faster per step than two,
-whose OpenMP threads wait on each other whenever a core is taken); evaluate every run on the held-out materials
-(the preset's seeded 10 % split by material) with clean and with dirty inputs, next to the baseline (mean view
-as albedo, flat normal, training-mean roughness/metallic); write results.json, results.png and one picture grid
-per run (rows: held-out samples; columns: the three views, then
+(``--threads`` caps torch's threads: run the bench alone, where two threads take ~0.4 s per pbr-fusion-small step
+and the preset's 3000 steps fit in 20 minutes; on 2 cores shared with other work one thread ran ~10x faster per
+step than two, whose OpenMP threads wait on each other whenever a core is taken); evaluate every run on the
+held-out materials (the preset's seeded 10 % split by material) with clean and with dirty inputs, next to the
+baseline (mean view as albedo, flat normal, training-mean roughness/metallic), overall and per material family;
+write results.json, results.png and one picture grid per run (rows: held-out samples; columns: the three views, then
 prediction | ground truth for albedo, roughness, metallic, normal).
 
-    python bench/pbr_fusion/run.py [--minutes 20] [--iterations 1100] [--materials 140] [--samples-per-material 3]
-                                   [--size 64] [--threads 1] [--runs small,small-nogan,lightweight,lightweight-gan]
-                                   [--data DIR] [--out bench/pbr_fusion]
+    python bench/pbr_fusion/run.py [--minutes 20] [--iterations 3000] [--materials 280] [--samples-per-material 3]
+                                   [--size 64] [--threads 2] [--runs small,small-nogan,lightweight,lightweight-gan]
+                                   [--data DIR] [--out bench/pbr_fusion] [--workdir DIR] [--evaluate-only]
 
 Training runs the presets with their defaults; the only flags are the run length (--max-num-iterations, which
 the learning-rate schedule follows, and --max-train-minutes) and, for the two ablation rows, the GAN switch.
@@ -84,6 +85,30 @@ def grid_samples(materials: list[str], rows: int) -> list[int]:
     return (new_family + repeated_family)[:rows]
 
 
+FAMILY_METRICS = ("albedo_psnr", "roughness_mae", "metallic_mae", "normal_angle_mean")
+
+
+def per_family_metrics(pipeline) -> dict:
+    """Key metrics (model and baseline) averaged per material family (material names are ``<family>_<index>``),
+    with the number of held-out samples of each: the held-out set is a random 10 % of the materials, so the
+    families are not equally represented and the overall mean leans towards the frequent ones."""
+    import torch
+
+    dataset = pipeline.datamanager.eval_dataset
+    rows: dict[str, list[dict]] = {}
+    for index, record in enumerate(dataset.records):
+        views, batch = dataset.batch(torch.tensor([index]), pipeline.datamanager.device)
+        with torch.no_grad():
+            outputs = pipeline.model.get_outputs_for_camera(views)
+        metrics, _ = pipeline.model.get_image_metrics_and_images(outputs, batch)
+        rows.setdefault(record.material.rsplit("_", 1)[0], []).append(metrics)
+    keys = [*FAMILY_METRICS, *(f"baseline_{k}" for k in FAMILY_METRICS)]
+    return {
+        family: {"samples": len(group), **{k: sum(row[k] for row in group) / len(group) for k in keys}}
+        for family, group in sorted(rows.items())
+    }
+
+
 def evaluate(config_path: Path, variant: str, grid_path: Path | None, grid_rows: int) -> tuple[dict, int]:
     """Mean metrics over the held-out samples with ``variant`` inputs (model and ``baseline_*``)."""
     import torch
@@ -96,6 +121,8 @@ def evaluate(config_path: Path, variant: str, grid_path: Path | None, grid_rows:
     variant_config.write_text(yaml.dump(config))
     _, pipeline, _, step = load_pipeline(variant_config, test_mode="test")
     metrics = pipeline.get_average_eval_image_metrics(get_std=False)
+    pipeline.eval()  # the call above leaves the pipeline in training mode (BatchNorm on batch statistics)
+    metrics["per_family"] = per_family_metrics(pipeline)
     if grid_path is not None:
         rows = []
         dataset = pipeline.datamanager.eval_dataset
@@ -177,20 +204,23 @@ def main() -> None:
     parser.add_argument(
         "--iterations",
         type=int,
-        default=1100,
+        default=3000,
         help="run length the learning-rate schedule follows (warm-up, cosine); --minutes stops earlier if reached",
     )
-    parser.add_argument("--materials", type=int, default=140)
+    parser.add_argument("--materials", type=int, default=280)
     parser.add_argument("--samples-per-material", type=int, default=3)
     parser.add_argument("--size", type=int, default=64, help="render size (the small presets train at 64 px)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--grid-rows", type=int, default=4)
     parser.add_argument("--data", type=Path, default=None, help="an existing recon-synth pbr dataset (else written)")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and runs here (default: a tmp dir)")
+    parser.add_argument("--evaluate-only", action="store_true", help="re-score the runs kept in --workdir")
     parser.add_argument("--plot-only", action="store_true", help="redraw results.png from results.json and exit")
     args = parser.parse_args()
+    if args.evaluate_only and (args.workdir is None or args.data is None):
+        parser.error("--evaluate-only needs the --workdir and --data of the training invocation")
     if args.plot_only:
         plot(json.loads((args.out / "results.json").read_text()), args.out / "results.png")
         return
@@ -230,17 +260,26 @@ def main() -> None:
                 "size": metadata.get("size"),
             }
         args.out.mkdir(parents=True, exist_ok=True)
+        previous = json.loads((args.out / "results.json").read_text()) if args.evaluate_only else {}
         for name in runs:
-            config_path, seconds, command = train(name, data, workdir, args)
-            entry: dict = {
-                "method": RUNS[name][0],
-                "command": command,
-                "threads": args.threads,
-                "budget_minutes": args.minutes,
-                "schedule_iterations": args.iterations,
-                "wall_seconds": seconds,
-                "machine": machine(),
-            }
+            if args.evaluate_only:
+                # Re-scores a kept run (--workdir of the training invocation); its training record stays.
+                config_path = workdir / "runs" / name / RUNS[name][0] / "bench" / "config.yml"
+                if not config_path.is_file():
+                    parser.error(f"--evaluate-only: no trained run {config_path}")
+                entry: dict = previous.get("runs", {}).get(name, {})
+            else:
+                started_on = machine()  # before training, so the load average is the one the run met
+                config_path, seconds, command = train(name, data, workdir, args)
+                entry = {
+                    "method": RUNS[name][0],
+                    "command": command,
+                    "threads": args.threads,
+                    "budget_minutes": args.minutes,
+                    "schedule_iterations": args.iterations,
+                    "wall_seconds": seconds,
+                    "machine": started_on,
+                }
             for variant in VARIANTS:
                 grid = args.out / f"grid_{name}.png" if variant == "clean" else None
                 metrics, step = evaluate(config_path, variant, grid, args.grid_rows)
