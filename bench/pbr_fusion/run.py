@@ -1,8 +1,8 @@
 """pbr-fusion benchmark: held-out materials from ``recon-synth pbr``, CPU-budgeted training, model vs baseline.
 
 Steps: write a dataset (paired clean/dirty renders); train with ``ns-train`` (the real CLI, as a user would)
-pbr-fusion-small (GAN), pbr-fusion-small without the GAN, pbr-fusion-lightweight (no GAN) and
-pbr-fusion-lightweight with the GAN, each for at most ``--minutes`` of training on the machine as it is
+pbr-fusion-small (GAN) and pbr-fusion-lightweight (the same without the GAN), each also with NeuroPBR's default
+loss weights, each for at most ``--minutes`` of training on the machine as it is
 (``--threads`` caps torch's threads: run the bench alone, where two threads take ~0.4 s per pbr-fusion-small step
 and the preset's 3000 steps fit in 20 minutes; on 2 cores shared with other work one thread ran ~10x faster per
 step than two, whose OpenMP threads wait on each other whenever a core is taken); evaluate every run on the
@@ -12,11 +12,11 @@ write results.json, results.png and one picture grid per run (rows: held-out sam
 prediction | ground truth for albedo, roughness, metallic, normal).
 
     python bench/pbr_fusion/run.py [--minutes 20] [--iterations 3000] [--materials 280] [--samples-per-material 3]
-                                   [--size 64] [--threads 2] [--runs small,small-nogan,lightweight,lightweight-gan]
+                                   [--size 64] [--threads 2] [--runs small,lightweight,...]
                                    [--data DIR] [--out bench/pbr_fusion] [--workdir DIR] [--evaluate-only]
 
 Training runs the presets with their defaults; the only flags are the run length (--max-num-iterations, which
-the learning-rate schedule follows, and --max-train-minutes) and, for the two ablation rows, the GAN switch.
+the learning-rate schedule follows, and --max-train-minutes) and, for the two ablation rows, the loss weights.
 Runs from several invocations (e.g. two ablations side by side with one thread each, on a dataset written once
 and passed with --data) are merged into one results.json; each run records its own command, budget and machine.
 
@@ -42,11 +42,15 @@ import yaml
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
+# The two small presets differ only in the GAN (small: on, lightweight: off), so they are the with/without-GAN
+# pair; the "-neuropbr-weights" rows are the same presets with NeuroPBR's default loss weights (SSIM 0.3, normal
+# 0.5) instead of its "lightweight" ones, which the presets use.
+NEUROPBR_DEFAULT_WEIGHTS = ["--pipeline.model.ssim-weight", "0.3", "--pipeline.model.normal-weight", "0.5"]
 RUNS = {
     "small": ("pbr-fusion-small", []),
-    "small-nogan": ("pbr-fusion-small", ["--pipeline.model.use-gan", "False"]),
     "lightweight": ("pbr-fusion-lightweight", []),
-    "lightweight-gan": ("pbr-fusion-lightweight", ["--pipeline.model.use-gan", "True"]),
+    "small-neuropbr-weights": ("pbr-fusion-small", NEUROPBR_DEFAULT_WEIGHTS),
+    "lightweight-neuropbr-weights": ("pbr-fusion-lightweight", NEUROPBR_DEFAULT_WEIGHTS),
 }
 VARIANTS = {"clean": 0, "dirty": 2}
 KEY_METRICS = ("albedo_psnr", "albedo_ssim", "roughness_mae", "metallic_mae", "normal_angle_mean")
@@ -198,6 +202,44 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def table_markdown(results: dict) -> str:
+    """The README's results tables: every run on clean and dirty held-out inputs (baseline in brackets), then
+    the normal error per material family for every run on clean inputs."""
+
+    def pair(metrics: dict, key: str, digits: int, unit: str = "") -> str:
+        return f"{metrics[key]:.{digits}f}{unit} ({metrics['baseline_' + key]:.{digits}f}{unit})"
+
+    lines = [
+        "| run | steps, wall | inputs | albedo PSNR dB | albedo SSIM | roughness MAE | metallic MAE "
+        "| normal error mean / median / p90 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in results["runs"].items():
+        for index, variant in enumerate(VARIANTS):
+            m = run[variant]
+            head = f"| `{name}` | {run['steps']}, {run['wall_seconds'] / 60:.1f} min |" if index == 0 else "| | |"
+            normal = (f"{m['normal_angle_mean']:.2f}° / {m['normal_angle_median']:.2f}° / {m['normal_angle_p90']:.1f}° "
+                      f"({m['baseline_normal_angle_mean']:.2f}° / {m['baseline_normal_angle_median']:.2f}° / "
+                      f"{m['baseline_normal_angle_p90']:.1f}°)")  # fmt: skip
+            lines.append(
+                f"{head} {variant} | {pair(m, 'albedo_psnr', 2)} | {pair(m, 'albedo_ssim', 3)} | "
+                f"{pair(m, 'roughness_mae', 3)} | {pair(m, 'metallic_mae', 3)} | {normal} |"
+            )
+    runs = [name for name, run in results["runs"].items() if "per_family" in run["clean"]]
+    if runs:
+        families = results["runs"][runs[0]]["clean"]["per_family"]
+        lines += ["", "| family (held-out samples) | flat normal | " + " | ".join(f"`{r}`" for r in runs) + " |"]
+        lines.append("|---|---|" + "---|" * len(runs))
+        for family, first in families.items():
+            cells = [f"{results['runs'][r]['clean']['per_family'][family]['normal_angle_mean']:.2f}°" for r in runs]
+            lines.append(
+                f"| {family} ({first['samples']}) | {first['baseline_normal_angle_mean']:.2f}° | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=20.0, help="training budget per run")
@@ -217,10 +259,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--workdir", type=Path, default=None, help="keep data and runs here (default: a tmp dir)")
     parser.add_argument("--evaluate-only", action="store_true", help="re-score the runs kept in --workdir")
+    parser.add_argument("--markdown", action="store_true", help="print the README tables of results.json and exit")
     parser.add_argument("--plot-only", action="store_true", help="redraw results.png from results.json and exit")
     args = parser.parse_args()
     if args.evaluate_only and (args.workdir is None or args.data is None):
         parser.error("--evaluate-only needs the --workdir and --data of the training invocation")
+    if args.markdown:
+        print(table_markdown(json.loads((args.out / "results.json").read_text())))
+        return
     if args.plot_only:
         plot(json.loads((args.out / "results.json").read_text()), args.out / "results.png")
         return
