@@ -16,6 +16,7 @@ from gltf_validation import validate_glb
 
 from recon_plugin.data.image_io import decode_normals, read_image
 from recon_plugin.data.synthetic.pbr import write_pbr_dataset
+from recon_plugin.data.synthetic.pbr_materials import normal_from_height
 from recon_plugin.methods.pbr_fusion.config import (
     pbr_fusion_config,
     pbr_fusion_lightweight_config,
@@ -23,7 +24,7 @@ from recon_plugin.methods.pbr_fusion.config import (
 )
 from recon_plugin.methods.pbr_fusion.data import PbrDatasetError, split_materials
 from recon_plugin.methods.pbr_fusion.datamanager import PbrDataManagerConfig
-from recon_plugin.methods.pbr_fusion.networks import check_input_size
+from recon_plugin.methods.pbr_fusion.networks import check_input_size, mirror_maps
 
 BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"} | {"PYTHONWARNINGS": "ignore"}
@@ -152,11 +153,49 @@ def test_output_size_equals_target_size_for_every_preset(make):
     model = config.pipeline.model.setup(scene_box=None, num_train_data=0, metadata={}, device="cpu")
     model.eval()
     with torch.no_grad():
-        outputs = model.get_outputs(torch.rand(1, 3, 3, resolution, resolution))
+        outputs = model.get_outputs_for_camera(torch.rand(1, 3, 3, resolution, resolution))
     for name, channels in (("albedo", 3), ("roughness", 1), ("metallic", 1), ("normal", 3)):
         assert outputs[name].shape == (1, channels, resolution, resolution), (name, outputs[name].shape)
     with pytest.raises(ValueError, match="multiple of"):
         check_input_size(resolution + 8, resolution, config.pipeline.model.encoder_stride)
+
+
+def test_mirrored_maps_are_the_maps_of_the_mirrored_surface():
+    # A sign slip in the normal's x would turn every left/right bevel of the averaged prediction into a dent.
+    rows, cols = np.mgrid[0:16, 0:16] / 16.0
+    height = 0.05 * np.sin(7.0 * cols + 2.0 * rows) + 0.03 * cols**2
+    maps = {
+        "albedo": torch.rand(1, 3, 16, 16),
+        "roughness": torch.rand(1, 1, 16, 16),
+        "metallic": torch.rand(1, 1, 16, 16),
+        "normal": torch.from_numpy(normal_from_height(height)).permute(2, 0, 1)[None],
+    }
+    mirrored = mirror_maps(maps)
+    expected = torch.from_numpy(normal_from_height(height[:, ::-1].copy())).permute(2, 0, 1)[None]
+    # np.gradient's one-sided differences at the borders are not mirror-symmetric; compare the interior.
+    assert torch.allclose(mirrored["normal"][..., 1:-1], expected[..., 1:-1], atol=1e-6)
+    assert torch.equal(mirrored["albedo"], maps["albedo"].flip(-1))
+    assert torch.equal(mirror_maps(mirrored)["normal"], maps["normal"])
+
+
+def test_evaluated_prediction_averages_the_mirrored_views():
+    # With mirror_at_test (the default) the prediction for mirrored views is the mirrored prediction, which the
+    # network alone is not; eval, ns-eval and recon-pbr-infer all predict through get_outputs_for_camera.
+    config = pbr_fusion_lightweight_config().pipeline.model
+    assert config.mirror_at_test
+    torch.manual_seed(0)
+    model = config.setup(scene_box=None, num_train_data=0, metadata={}, device="cpu")
+    for head in model.generator.heads.values():  # away from the near-zero initial heads, so the maps vary
+        torch.nn.init.normal_(head.weight, std=0.1)
+    model.eval()
+    views = torch.rand(1, 3, 3, 64, 64)
+    with torch.no_grad():
+        plain, plain_mirrored = model.get_outputs(views), mirror_maps(model.get_outputs(views.flip(-1)))
+        averaged, averaged_of_mirror = model.get_outputs_for_camera(views), model.get_outputs_for_camera(views.flip(-1))
+    assert not torch.allclose(plain["normal"], plain_mirrored["normal"], atol=1e-3)
+    for name in ("albedo", "roughness", "metallic", "normal"):
+        assert torch.allclose(mirror_maps(averaged)[name], averaged_of_mirror[name], atol=1e-5), name
+    assert torch.allclose(averaged["normal"].norm(dim=1), torch.ones(1, 64, 64), atol=1e-5)
 
 
 def test_pretrained_encoder_weights_load_from_a_local_file(tmp_path):

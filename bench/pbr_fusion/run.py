@@ -1,8 +1,9 @@
 """pbr-fusion benchmark: held-out materials from ``recon-synth pbr``, CPU-budgeted training, model vs baseline.
 
 Steps: write a dataset (paired clean/dirty renders); train with ``ns-train`` (the real CLI, as a user would)
-pbr-fusion-small (GAN) and pbr-fusion-lightweight (the same without the GAN), each also with NeuroPBR's default
-loss weights, each for at most ``--minutes`` of training on the machine as it is
+pbr-fusion-small (GAN) and pbr-fusion-lightweight (the same without the GAN) (``--runs`` also offers each with
+NeuroPBR's default loss weights, the ablation of loss_weights_ablation.json), each for at most ``--minutes`` of
+training on the machine as it is
 (``--threads`` caps torch's threads: run the bench alone, where two threads take ~0.4 s per pbr-fusion-small step
 and the preset's 3000 steps fit in 20 minutes; on 2 cores shared with other work one thread ran ~10x faster per
 step than two, whose OpenMP threads wait on each other whenever a core is taken); evaluate every run on the
@@ -253,7 +254,7 @@ def main() -> None:
     parser.add_argument("--samples-per-material", type=int, default=3)
     parser.add_argument("--size", type=int, default=64, help="render size (the small presets train at 64 px)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", default=",".join(RUNS))
+    parser.add_argument("--runs", default="small,lightweight", help=f"any of {', '.join(RUNS)}")
     parser.add_argument("--grid-rows", type=int, default=4)
     parser.add_argument("--data", type=Path, default=None, help="an existing recon-synth pbr dataset (else written)")
     parser.add_argument("--out", type=Path, default=HERE)

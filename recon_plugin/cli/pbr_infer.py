@@ -53,7 +53,7 @@ class PbrInfer:
         views = load_views(list(self.views), resolution)[None].float().div(255.0).to(model.device)
         model.eval()
         with torch.no_grad():
-            outputs = model.get_outputs(views)
+            outputs = model.get_outputs_for_camera(views)  # the evaluated prediction (mirror averaging included)
         maps = {
             "albedo": outputs["albedo"][0].permute(1, 2, 0).cpu().numpy(),
             "roughness": outputs["roughness"][0, 0].cpu().numpy(),

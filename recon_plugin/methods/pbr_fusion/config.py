@@ -10,6 +10,7 @@ The small presets train on a CPU in minutes: at 64 px two otherwise idle cores r
 preset's 3000 steps in about 20 minutes), at 128 px about four times slower. Their GAN starts at step 150
 (NeuroPBR starts it after 5 % of training). Both use NeuroPBR's "lightweight" loss weights (SSIM 0.5, normal
 0.7), which gave lower held-out normal errors than its defaults (0.3 / 0.5) at the small presets' budget.
+Every preset evaluates and infers with ``mirror_at_test`` (the prediction averaged with the mirrored views').
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def pbr_fusion_config() -> PbrFusionTrainerConfig:
 def _small_model(use_gan: bool) -> PbrFusionModelConfig:
     # Both small presets use NeuroPBR's "lightweight" loss weights (SSIM 0.5, normal 0.7): at 3000 steps on the
     # bench's held-out materials the small network's normal error was 4.06 deg with them against 4.42 with the
-    # default 0.3 / 0.5 (bench/pbr_fusion/results.json); the two presets differ only in the GAN.
+    # default 0.3 / 0.5 (bench/pbr_fusion/loss_weights_ablation.json); the two presets differ only in the GAN.
     return PbrFusionModelConfig(
         encoder="resnet18",
         transformer_dim=128,

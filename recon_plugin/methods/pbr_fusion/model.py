@@ -24,6 +24,7 @@ from recon_plugin.methods.pbr_fusion.networks import (
     EncoderName,
     PatchDiscriminator,
     PbrFusionNetwork,
+    mirror_maps,
 )
 
 MAPS = ("albedo", "roughness", "metallic", "normal")
@@ -67,6 +68,10 @@ class PbrFusionModelConfig(ModelConfig):
     discriminator_layers: int = 3
     discriminator_conditional: bool = True
     """Show the input views to the discriminator too (pix2pix-style)."""
+    mirror_at_test: bool = True
+    """At evaluation and inference, also predict the maps of the left/right mirrored views, mirror them back and
+    average the two predictions (test-time augmentation, twice the inference cost). Valid because the capture
+    convention (key light at the top of the map, cameras at any azimuth) is symmetric under that mirror."""
 
 
 class PbrFusionModel(Model):
@@ -159,8 +164,16 @@ class PbrFusionModel(Model):
 
     @torch.no_grad()
     def get_outputs_for_camera(self, camera, obb_box=None) -> Dict[str, Tensor]:  # type: ignore[override]
-        """Full-resolution prediction for one sample's views (1, 3, 3, H, W) (the 'camera' of the eval loop)."""
-        return self.get_outputs(camera)
+        """Full-resolution prediction for one sample's views (1, 3, 3, H, W) (the 'camera' of the eval loop),
+        averaged with the prediction for the mirrored views when ``mirror_at_test``."""
+        outputs = self.get_outputs(camera)
+        if not self.config.mirror_at_test:
+            return outputs
+        mirrored = mirror_maps(self.generator(camera.flip(-1)))
+        for name in MAPS:
+            outputs[name] = 0.5 * (outputs[name] + mirrored[name])
+        outputs["normal"] = F.normalize(outputs["normal"], dim=1, eps=1e-6)
+        return outputs
 
     def baseline(self, views: Tensor) -> Dict[str, Tensor]:
         """The floor every figure must beat: mean view as albedo, flat normal, training-set mean roughness and

@@ -261,6 +261,15 @@ class PbrFusionNetwork(nn.Module):
         }
 
 
+def mirror_maps(maps: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The maps (B, C, H, W) of the left/right mirrored surface: columns reversed, the tangent-space normal's x
+    (OpenGL: x points along the columns) negated. Entries that are not maps are left out."""
+    mirrored = {name: maps[name].flip(-1) for name in HEAD_CHANNELS}
+    sign = torch.tensor([-1.0, 1.0, 1.0], device=mirrored["normal"].device, dtype=mirrored["normal"].dtype)
+    mirrored["normal"] = mirrored["normal"] * sign.view(1, 3, 1, 1)
+    return mirrored
+
+
 def maps_to_discriminator_input(maps: dict[str, Tensor]) -> Tensor:
     """The 8 channels the discriminator judges: albedo, roughness, metallic, normal (all as predicted/targets)."""
     return torch.cat([maps["albedo"], maps["roughness"], maps["metallic"], maps["normal"]], dim=1)
