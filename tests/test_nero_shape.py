@@ -15,6 +15,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from recon_plugin.components.sdf_visibility import sdf_ray_opacity
+from recon_plugin.components.shading import linear_to_srgb
 from recon_plugin.methods.nero.model import MATERIAL_OUTPUTS, NeroShapeModel, NeroShapeModelConfig
 from recon_plugin.methods.nero.shading import PlainColourShading, SplitSumShading
 
@@ -146,7 +147,7 @@ def test_outputs_losses_and_eval_mode():
     assert float(outputs["accumulation"].max()) > 0.9  # the initial sphere is hit
     assert 0.0 <= float(outputs["normals"].min()) and float(outputs["normals"].max()) <= 1.0
     losses = model.get_loss_dict(outputs, batch)
-    assert set(losses) == {"rgb_loss", "eikonal_loss", "occlusion_loss"}
+    assert set(losses) == {"rgb_loss", "eikonal_loss", "occlusion_loss", "background_light_loss"}
     # The initial SDF is a convex sphere: no reflected ray comes back to it.
     target = outputs["loss_terms"]["occlusion_target"]
     assert target.numel() > 0 and float(target.max()) < 0.05
@@ -165,6 +166,60 @@ def test_outputs_losses_and_eval_mode():
     )
     assert math.isfinite(metrics["psnr"]) and "ssim" in metrics
     assert images["img"].shape == (8, 24, 3)
+
+
+def test_background_light_loss_fits_the_distant_light_to_the_background_only():
+    model = make_model(step=50)
+    # Rays leaving the scene away from the object: nothing is hit, each pixel is the environment along its ray.
+    origins = torch.tensor([0.0, 0.0, 3.0]).expand(32, 3)
+    directions = F.normalize(torch.randn(32, 3, generator=torch.Generator().manual_seed(4)).abs() + 0.5, dim=-1)
+    away = RayBundle(
+        origins=origins,
+        directions=directions,
+        pixel_area=torch.ones(32, 1),
+        camera_indices=torch.zeros(32, 1, dtype=torch.long),
+    )
+    image = torch.rand(32, 3)
+    outputs = model.get_outputs(away)
+    assert float(outputs["accumulation"].max()) < 1e-3
+    loss = model.get_loss_dict(outputs, {"image": image})["background_light_loss"]
+    with torch.no_grad():
+        sky = linear_to_srgb(model.shading.distant_radiance(directions))
+    expected = 0.1 * (sky - image).abs().sum(-1).mean()
+    assert torch.allclose(loss, expected, rtol=1e-3), (loss, expected)
+    # It trains the distant light and nothing of the geometry (its weight, 1 - accumulation, is a constant).
+    loss.backward()
+    assert float(model.shading.direct_light.mlp[0].weight.grad.abs().sum()) > 0.0
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in model.field.parameters())
+    # Pixels of rays that hit the object barely count: changing them moves the loss far less than changing the
+    # background's pixels by as much.
+    hit = rays_at_origin(32)
+    both = RayBundle(
+        origins=torch.cat([away.origins, hit.origins]),
+        directions=torch.cat([away.directions, hit.directions]),
+        pixel_area=torch.ones(64, 1),
+        camera_indices=torch.zeros(64, 1, dtype=torch.long),
+    )
+    with torch.no_grad():
+        outputs = model.get_outputs(both)
+        assert float(outputs["accumulation"][32:].min()) > 0.5
+        grey = torch.full((64, 3), 0.5)
+
+        def loss_with(changed: slice) -> float:
+            changed_image = grey.clone()
+            changed_image[changed] = 0.0
+            return float(model.get_loss_dict(outputs, {"image": changed_image})["background_light_loss"])
+
+        base = loss_with(slice(0, 0))
+        assert abs(loss_with(slice(32, 64)) - base) < 0.3 * abs(loss_with(slice(0, 32)) - base)
+    # NeRO's behaviour: no such term.
+    nero = NeroShapeModelConfig(background_light_loss_mult=0.0, cache_resolution=32).setup(
+        scene_box=SceneBox(torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])), num_train_data=4, metadata={},
+        device="cpu",
+    )  # fmt: skip
+    nero.total_steps = 100
+    nero.set_step(50)
+    assert "background_light_loss" not in nero.get_loss_dict(nero.get_outputs(away), {"image": image})
 
 
 def test_init_regulariser_only_early_and_only_on_violations():

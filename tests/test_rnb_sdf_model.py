@@ -82,6 +82,11 @@ def test_rays_that_miss_the_unit_sphere_are_not_evaluated_and_render_empty():
     losses = model.get_loss_dict(outputs, batch_for(4))
     sum(losses.values()).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.field.parameters())
+    # A chunk in which no ray meets the sphere (a viewer camera looking away) renders empty instead of failing.
+    model.eval()
+    with torch.no_grad():
+        away = model(bundle(origins[[1, 3]], directions[:2]))
+    assert torch.all(away["accumulation"] == 0) and torch.all(away["rgb"] == 0)
 
 
 def test_clamped_fixed_lights_shade_each_sample_with_max_zero():

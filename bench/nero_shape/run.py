@@ -8,11 +8,13 @@ and tensorboard logging instead of the viewer. The final mesh is what ``recon-ex
 the intermediate checkpoints through the same extraction code at 256^3. Times are wall-clock seconds since the
 start of ``ns-train`` (start-up and eval steps included: what a user waits for).
 
-    python bench/nero_shape/run.py [--scene DIR] [--shading split-sum,plain] [--iterations N]
+    python bench/nero_shape/run.py [--scene DIR] [--shading split-sum,plain] [--iterations N] [--layout transforms]
 
 Without ``--scene`` the default ``recon-synth glossy`` scene is generated first (10-20 CPU minutes). Results
 go to bench/nero_shape/results.json (runs of earlier sessions are kept, each with its machine and command) and
-results.png.
+results.png. ``--layout transforms`` trains on the scene's ``transforms.json`` (written by ``recon-synth glossy
+--transforms-json``) instead of its GlossySynthetic files: same views, the bounding sphere from ``sparse_pc.ply``;
+its runs are recorded as ``<head> (transforms.json)``.
 """
 
 from __future__ import annotations
@@ -57,19 +59,19 @@ def run_checked(command: list[str], log_path: Path) -> str:
     return output
 
 
-def train(scene: Path, shading: str, iterations: int | None, curve_every: int, workdir: Path) -> dict:
-    """``ns-train nero-shape`` on ``scene``; returns the run folder, wall time, peak memory and checkpoint times."""
+def train(data: Path, shading: str, name: str, iterations: int | None, curve_every: int, workdir: Path) -> dict:
+    """``ns-train nero-shape --data DATA``; returns the run folder, wall time, peak memory and checkpoint times."""
     import psutil
 
     command = [
         str(BIN / "ns-train"),
         "nero-shape",
         "--data",
-        str(scene),
+        str(data),
         "--output-dir",
         str(workdir / "runs"),
         "--experiment-name",
-        shading,
+        name,
         "--timestamp",
         "bench",
         "--vis",
@@ -83,9 +85,9 @@ def train(scene: Path, shading: str, iterations: int | None, curve_every: int, w
         command += ["--max-num-iterations", str(iterations)]
     if shading != "split-sum":
         command += ["--pipeline.model.shading", shading]
-    run_dir = workdir / "runs" / shading / "nero-shape" / "bench"
+    run_dir = workdir / "runs" / name / "nero-shape" / "bench"
     checkpoints = run_dir / "nerfstudio_models"
-    log_path = workdir / f"train-{shading}.log"
+    log_path = workdir / f"train-{name}.log"
     print("  " + " ".join(command), flush=True)
     start = time.time()
     with open(log_path, "w") as log:
@@ -212,6 +214,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=None, help="run length (default: the method's)")
     parser.add_argument("--curve-points", type=int, default=6, help="checkpoints scored along the run")
     parser.add_argument("--workdir", type=Path, default=None, help="keep runs and meshes here (default: a temp dir)")
+    parser.add_argument(
+        "--layout", choices=("glossy", "transforms"), default="glossy", help="which of the scene's layouts to train on"
+    )
     args = parser.parse_args()
     for shading in args.shading.split(","):
         if shading not in ("split-sum", "plain"):
@@ -230,20 +235,27 @@ def main() -> None:
         if scene is None:
             scene = workdir / "scene"
             print("nero-shape bench: recon-synth glossy (defaults)", flush=True)
-            run_checked([str(BIN / "recon-synth"), "glossy", str(scene)], workdir / "synth.log")
+            synth = [str(BIN / "recon-synth"), "glossy", str(scene)]
+            run_checked(synth + (["--transforms-json"] if args.layout == "transforms" else []), workdir / "synth.log")
+        data = scene / "transforms.json" if args.layout == "transforms" else scene
+        if not data.exists():
+            raise SystemExit(f"--layout transforms: {data} is missing (recon-synth glossy --transforms-json writes it)")
         info = json.loads((scene / "scene.json").read_text())
         gt_path = scene / "gt_mesh.ply"
         for shading in args.shading.split(","):
-            print(f"nero-shape bench: {shading}, {iterations} iterations", flush=True)
-            trained = train(scene, shading, args.iterations, curve_every, workdir)
+            name = shading if args.layout == "glossy" else f"{shading} (transforms.json)"
+            print(f"nero-shape bench: {name}, {iterations} iterations", flush=True)
+            run_name = shading if args.layout == "glossy" else f"{shading}-transforms"
+            trained = train(data, shading, run_name, args.iterations, curve_every, workdir)
             timings = step_timings(trained["run_dir"])
             curve = score_checkpoints(
                 trained["run_dir"], trained["checkpoint_seconds"], gt_path, float(info["bounding_radius"])
             )
-            final = final_score(trained["run_dir"], gt_path, workdir, shading)
+            final = final_score(trained["run_dir"], gt_path, workdir, run_name)
             print(f"  final (recon-extract-mesh 512^3): Chamfer {100 * final['chamfer_rel']:.3f} %", flush=True)
             run = {
-                "scene": {k: info.get(k) for k in ("shape", "views", "size", "samples_per_pixel", "bounding_radius")},
+                "scene": {k: info.get(k) for k in ("shape", "views", "size", "samples_per_pixel", "bounding_radius")}
+                | {"layout": args.layout},
                 "iterations": iterations,
                 "wall_seconds": round(trained["wall_seconds"], 1),
                 **{k: round(v, 4) if v is not None else None for k, v in timings.items()},
@@ -257,7 +269,7 @@ def main() -> None:
             }
             # Read just before writing: runs of the other head may be running in another process at the same time.
             results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
-            results["runs"][shading] = run
+            results["runs"][name] = run
             tmp = results_path.with_name(f".results.{os.getpid()}.json.tmp")
             tmp.write_text(json.dumps(results, indent=2))
             os.replace(tmp, results_path)

@@ -331,7 +331,7 @@ def sample_surface(
         t_mid=t_mid,
         points=points,
         sdf=sdf,
-        features=features.reshape(num_rays, num_render, -1),
+        features=features.reshape(num_rays, num_render, features.shape[-1]),  # -1 is ambiguous when no ray hits
         gradient=gradient,
         weights=alpha_to_weights(alpha),
     )

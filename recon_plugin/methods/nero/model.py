@@ -98,6 +98,12 @@ class NeroShapeModelConfig(SDFModelConfig):
     init_sdf_fraction: float = 0.01
     """The SDF-initialisation regulariser fades out (cosine) over this fraction of the run (NeRO: 1k of 300k)."""
     num_init_sdf_points: int = 512
+    background_light_loss_mult: float = 0.1
+    """Weight of the distant light's fit to the background: where a training ray leaves the object's opacity
+    unused, the pixel shows the environment along the ray, which is what the distant light at roughness 0 must
+    return in that direction (both are "at infinity"). Without it the distant light only learns from reflections
+    and, in a short run, the ground below the horizon stays at its initial grey, so its reflection on metal is
+    painted into the albedo at a virtual depth (bench/nero_shape/dents.md). 0 is NeRO's behaviour."""
     mask_loss_mult: float = 0.0
     """BCE between accumulation and the data's foreground mask (off: NeRO needs no masks)."""
 
@@ -152,12 +158,12 @@ class NeroShapeModel(SDFModel):
         normals = samples.normals
         view = -directions[samples.ray_index][:, None, :].expand(hits, per_ray, 3)
         shaded = self.shading(
-            samples.features.reshape(hits * per_ray, -1),
+            samples.features.flatten(0, 1),
             samples.points.reshape(-1, 3),
             normals.reshape(-1, 3),
             view.reshape(-1, 3),
         )
-        shaded = {name: value.reshape(hits, per_ray, -1) for name, value in shaded.items()}
+        shaded = {name: value.unflatten(0, (hits, per_ray)) for name, value in shaded.items()}
         background = self.background.render(origins, directions, deterministic=not self.training)
         # The background is seen through whatever the object leaves transparent; leftover light is black.
         bg_weights = background["weights"] * (1.0 - rays.accumulation)
@@ -181,7 +187,11 @@ class NeroShapeModel(SDFModel):
             # Linear radiance terms, shown in sRGB like the image.
             outputs["diffuse"] = linear_to_srgb(outputs["diffuse"])
             outputs["specular"] = linear_to_srgb(outputs["specular"])
-        outputs["loss_terms"] = self._loss_terms(samples, shaded, directions)  # type: ignore[assignment]
+        terms = self._loss_terms(samples, shaded, directions)
+        if self.split_sum and self.config.background_light_loss_mult > 0:
+            terms["background_light"] = linear_to_srgb(self.shading.distant_radiance(directions))
+            terms["background_share"] = (1.0 - rays.accumulation).detach().clamp(0.0, 1.0)
+        outputs["loss_terms"] = terms  # type: ignore[assignment]
         return outputs
 
     # ------------------------------------------------------------------ loss inputs
@@ -261,6 +271,12 @@ class NeroShapeModel(SDFModel):
             predicted, target = terms["occlusion_predicted"], terms["occlusion_target"]
             occlusion = (predicted - target).abs().mean() if predicted.numel() else predicted.sum()
             loss_dict["occlusion_loss"] = self.config.occlusion_loss_mult * occlusion
+        if "background_light" in terms:
+            share = terms["background_share"]
+            error = (terms["background_light"] - image).abs().sum(-1, keepdim=True)
+            loss_dict["background_light_loss"] = (
+                self.config.background_light_loss_mult * (share * error).sum() / share.sum().clamp(min=1.0)
+            )
         mask_loss = self.mask_loss(outputs, batch)
         if mask_loss is not None:
             loss_dict["mask_loss"] = mask_loss

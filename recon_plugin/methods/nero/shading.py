@@ -78,6 +78,11 @@ class SplitSumShading(nn.Module):
         """Albedo (N, 3); the signature of recon-extract-mesh's ``albedo_head`` (normals unused)."""
         return self.material_values(features)[2]
 
+    def distant_radiance(self, directions: Tensor) -> Tensor:
+        """The distant light L_dir(d, 0) (N, 3), linear: what a mirror facing d reflects, or the environment seen
+        along d."""
+        return self.direct_light(self.ide(directions, torch.zeros_like(directions[..., :1])))
+
     def forward(self, features: Tensor, positions: Tensor, normals: Tensor, view: Tensor) -> Dict[str, Tensor]:
         """Returns ``rgb`` (sRGB, [0, 1]), linear ``diffuse`` and ``specular``, ``albedo``, ``roughness``,
         ``metallic``, ``occlusion`` and the ``reflection`` direction, each (N, 3) or (N, 1)."""
