@@ -189,6 +189,7 @@ def final_score(run_dir: Path, gt_path: Path, workdir: Path, name: str) -> dict:
 
 def plot(results: dict, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,11 +197,16 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, run in results["runs"].items():
         seconds = [p["seconds"] / 60 for p in run["curve"]]
-        axes[0].plot(seconds, [100 * p["chamfer_rel"] for p in run["curve"]], "o-", label=name)
-        axes[1].plot(seconds, [p["fscore_1pct"] for p in run["curve"]], "o-", label=name)
+        # Colour: the head; line: the layout.
+        style = {"color": "C1" if name.startswith("split-sum") else "C0", "ls": "--" if "transforms" in name else "-"}
+        axes[0].plot(seconds, [100 * p["chamfer_rel"] for p in run["curve"]], marker="o", label=name, **style)
+        axes[1].plot(seconds, [p["fscore_1pct"] for p in run["curve"]], marker="o", label=name, **style)
     axes[0].axhline(1.0, color="grey", ls="--", lw=1)
     axes[0].set(xlabel="wall time since ns-train started (min)", ylabel="Chamfer (% of bounding radius)", yscale="log")
     axes[1].set(xlabel="wall time since ns-train started (min)", ylabel="F-score at 1 %", ylim=(0, 1.02))
+    axes[0].set_yticks([0.1, 0.2, 0.5, 1, 2, 5])
+    axes[0].yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes[0].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].legend()
     fig.suptitle("nero-shape on the default recon-synth glossy scene (CPU)")
     fig.tight_layout()
