@@ -41,6 +41,10 @@ lint: install
 bench: install
 	$(BIN)/python bench/rnb_sdf/run.py
 	@if [ -f bench/render_queue/run.py ]; then $(BIN)/python bench/render_queue/run.py; fi
+	# nero-shape: each head on one torch thread (the README's protocol ran the two at once, a core each).
+	OMP_NUM_THREADS=1 $(BIN)/python bench/nero_shape/run.py --shading split-sum,plain
+	OMP_NUM_THREADS=1 $(BIN)/python bench/nero_shape/run.py --shading split-sum,plain --layout transforms
+	$(BIN)/python bench/pbr_fusion/run.py
 
 clean:
 	rm -rf demo_output outputs .pytest_cache
