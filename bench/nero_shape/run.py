@@ -59,10 +59,40 @@ def run_checked(command: list[str], log_path: Path) -> str:
     return output
 
 
-def train(data: Path, shading: str, name: str, iterations: int | None, curve_every: int, workdir: Path) -> dict:
-    """``ns-train nero-shape --data DATA``; returns the run folder, wall time, peak memory and checkpoint times."""
+def run_watched(command: list[str], log_path: Path, checkpoints: Path) -> dict:
+    """Runs ``command`` (output to ``log_path``), sampling its memory (children included) and noting when each
+    ``checkpoints/step-*.ckpt`` appears; a failure stops the bench with the log's tail."""
     import psutil
 
+    start = time.time()
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        watched = psutil.Process(process.pid)
+        peak_rss, seen = 0, {}
+        while process.poll() is None:
+            try:
+                rss = watched.memory_info().rss + sum(c.memory_info().rss for c in watched.children(recursive=True))
+                peak_rss = max(peak_rss, rss)
+            except psutil.NoSuchProcess:
+                pass
+            # A checkpoint's time is when it first appears: nerfstudio writes it right after that step.
+            for path in checkpoints.glob("step-*.ckpt") if checkpoints.is_dir() else []:
+                seen.setdefault(path.name, time.time() - start)
+            time.sleep(1.0)
+    wall = time.time() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed ({process.returncode}):\n{log_path.read_text()[-4000:]}")
+    for path in checkpoints.glob("step-*.ckpt"):
+        seen.setdefault(path.name, wall)
+    return {
+        "wall_seconds": wall,
+        "peak_rss_bytes": peak_rss,
+        "checkpoint_seconds": {int(name[5:-5]): seconds for name, seconds in seen.items()},
+    }
+
+
+def train(data: Path, shading: str, name: str, iterations: int | None, curve_every: int, workdir: Path) -> dict:
+    """``ns-train nero-shape --data DATA``; returns the run folder, wall time, peak memory and checkpoint times."""
     command = [
         str(BIN / "ns-train"),
         "nero-shape",
@@ -86,35 +116,15 @@ def train(data: Path, shading: str, name: str, iterations: int | None, curve_eve
     if shading != "split-sum":
         command += ["--pipeline.model.shading", shading]
     run_dir = workdir / "runs" / name / "nero-shape" / "bench"
-    checkpoints = run_dir / "nerfstudio_models"
-    log_path = workdir / f"train-{name}.log"
     print("  " + " ".join(command), flush=True)
-    start = time.time()
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        watched = psutil.Process(process.pid)
-        peak_rss, seen = 0, {}
-        while process.poll() is None:
-            try:
-                rss = watched.memory_info().rss + sum(c.memory_info().rss for c in watched.children(recursive=True))
-                peak_rss = max(peak_rss, rss)
-            except psutil.NoSuchProcess:
-                pass
-            # A checkpoint's time is when it first appears: nerfstudio writes it right after that step.
-            for path in checkpoints.glob("step-*.ckpt") if checkpoints.is_dir() else []:
-                seen.setdefault(path.name, time.time() - start)
-            time.sleep(1.0)
-    wall = time.time() - start
-    if process.returncode != 0:
-        raise RuntimeError(f"ns-train failed ({process.returncode}):\n{log_path.read_text()[-4000:]}")
-    for path in checkpoints.glob("step-*.ckpt"):
-        seen.setdefault(path.name, wall)
+    watched = run_watched(command, workdir / f"train-{name}.log", run_dir / "nerfstudio_models")
+    wall, peak_rss, seen = watched["wall_seconds"], watched["peak_rss_bytes"], watched["checkpoint_seconds"]
     return {
         "command": " ".join(["ns-train", *command[1:]]),
         "run_dir": run_dir,
         "wall_seconds": wall,
         "peak_rss_mib": peak_rss / 2**20,
-        "checkpoint_seconds": {int(name[5:-5]): seconds for name, seconds in seen.items()},
+        "checkpoint_seconds": seen,
     }
 
 
