@@ -50,28 +50,8 @@ def checkpoint_seconds(run_dir: Path) -> dict[int, float]:
 
 def train_stage_two(scene: Path, shape_config: Path, iterations: int | None, curve_every: int, workdir: Path) -> dict:
     """``ns-train nero-material`` on ``scene`` with the stage-I run; returns the run folder, command, peak memory."""
-    command = [
-        str(BIN / "ns-train"),
-        "nero-material",
-        "--data",
-        str(scene),
-        "--pipeline.model.shape-config",
-        str(shape_config),
-        "--output-dir",
-        str(workdir / "runs"),
-        "--experiment-name",
-        "material",
-        "--timestamp",
-        "bench",
-        "--vis",
-        "tensorboard",
-        "--save-only-latest-checkpoint",
-        "False",
-        "--steps-per-save",
-        str(curve_every),
-    ]
-    if iterations is not None:
-        command += ["--max-num-iterations", str(iterations)]
+    command = [str(BIN / "ns-train"), "nero-material", "--data", str(scene), "--pipeline.model.shape-config"]
+    command += [str(shape_config), *shape_bench.bench_run_flags(workdir, "material", curve_every, iterations)]
     run_dir = workdir / "runs" / "material" / "nero-material" / "bench"
     print("  " + " ".join(command), flush=True)
     watched = shape_bench.run_watched(command, workdir / "train-material.log", run_dir / "nerfstudio_models")
@@ -111,38 +91,29 @@ def ray_caster_speed(pipeline, num_rays: int = 1 << 20) -> dict:
 
 def score_checkpoints(config: Path, scene: Path, seconds: dict[int, float], workdir: Path) -> tuple[list, dict]:
     """Material errors and relighting PSNR/SSIM of every checkpoint; also the ray caster's speed."""
-    import numpy as np
     import torch
 
     from recon_plugin.components.environment import read_environment
-    from recon_plugin.data.transforms import world_to_normalized
-    from recon_plugin.eval.material_metrics import evaluate_relight_dirs, material_errors
+    from recon_plugin.eval.material_metrics import (
+        evaluate_relight_dirs,
+        material_errors_of_pipeline,
+        read_ground_truth_materials,
+    )
     from recon_plugin.export.loading import load_pipeline
-    from recon_plugin.export.materials import query_materials
-    from recon_plugin.export.relight import Relighter, relight_cameras
+    from recon_plugin.export.relight import relight_pipeline_views
 
     _, pipeline, _, _ = load_pipeline(config)
-    outputs = pipeline.datamanager.train_dataparser_outputs
-    with np.load(scene / "gt_materials.npz") as archive:
-        truth = {key: archive[key] for key in ("points", "albedo", "roughness", "metallic")}
-    points = world_to_normalized(
-        truth["points"], outputs.dataparser_transform.double().numpy(), float(outputs.dataparser_scale)
-    )
+    truth = read_ground_truth_materials(scene)
     environment = read_environment(scene / "relight" / "environment.exr")
-    rotation = outputs.dataparser_transform.double().numpy()[:3, :3]
-    dataset = pipeline.datamanager.eval_dataset
-    names = [Path(name).name for name in dataset.image_filenames]
     curve = []
     for step in sorted(seconds):
-        state = torch.load(config.parent / "nerfstudio_models" / f"step-{step:09d}.ckpt", map_location="cpu")
-        pipeline.load_pipeline(state["pipeline"], state["step"])
-        pipeline.eval()
+        shape_bench.load_checkpoint(pipeline, config.parent, step)
+        materials = material_errors_of_pipeline(pipeline, truth)
+        relit_dir = workdir / f"relit-{step}"
+        relight_start = time.perf_counter()
         with torch.no_grad():
-            materials = material_errors(query_materials(pipeline.model, points), truth)
-            relit_dir = workdir / f"relit-{step}"
-            relight_start = time.perf_counter()
-            relight_cameras(Relighter(pipeline.model, environment, rotation), dataset.cameras, names, relit_dir, None)
-            relight_seconds = time.perf_counter() - relight_start
+            relight_pipeline_views(pipeline, environment, relit_dir, log=None)
+        relight_seconds = time.perf_counter() - relight_start
         relit = evaluate_relight_dirs(relit_dir, scene)
         point = {
             "step": step,
@@ -173,8 +144,7 @@ def final_score(config: Path, scene: Path, workdir: Path) -> dict:
     run(relight, workdir / "relight.log")
     relight_seconds = time.time() - start
     relit = run([str(BIN / "recon-eval"), "relight", str(relit_dir), str(scene)], workdir / "eval-relight.log")
-    last = lambda text: json.loads(text.strip().splitlines()[-1])  # noqa: E731 (each command prints one JSON line)
-    materials, relit = last(materials), last(relit)
+    materials, relit = shape_bench.last_json_line(materials), shape_bench.last_json_line(relit)
     return {
         **{k: materials[k] for k in ("albedo_mae_after_scale", "roughness_mae", "metallic_accuracy", "metallic_mae")},
         **{k: relit[k] for k in ("psnr_object", "psnr_image", "ssim") if k in relit},

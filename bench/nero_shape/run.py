@@ -59,6 +59,28 @@ def run_checked(command: list[str], log_path: Path) -> str:
     return output
 
 
+def last_json_line(output: str) -> dict:
+    """The JSON line that ends the output of ``recon-eval`` (its only stdout line)."""
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def bench_run_flags(workdir: Path, name: str, curve_every: int, iterations: int | None) -> list[str]:
+    """What a bench adds to the user's ``ns-train`` command: where the run goes (``workdir/runs/name/<method>/
+    bench``), tensorboard instead of the viewer, every ``curve_every``-th checkpoint kept, and the run length."""
+    flags = ["--output-dir", str(workdir / "runs"), "--experiment-name", name, "--timestamp", "bench"]
+    flags += ["--vis", "tensorboard", "--save-only-latest-checkpoint", "False", "--steps-per-save", str(curve_every)]
+    return flags + (["--max-num-iterations", str(iterations)] if iterations is not None else [])
+
+
+def load_checkpoint(pipeline, run_dir: Path, step: int) -> None:
+    """Loads ``run_dir``'s checkpoint of ``step`` into ``pipeline`` and puts it in eval mode."""
+    import torch
+
+    state = torch.load(run_dir / "nerfstudio_models" / f"step-{step:09d}.ckpt", map_location="cpu")
+    pipeline.load_pipeline(state["pipeline"], state["step"])
+    pipeline.eval()
+
+
 def run_watched(command: list[str], log_path: Path, checkpoints: Path) -> dict:
     """Runs ``command`` (output to ``log_path``), sampling its memory (children included) and noting when each
     ``checkpoints/step-*.ckpt`` appears; a failure stops the bench with the log's tail."""
@@ -93,26 +115,8 @@ def run_watched(command: list[str], log_path: Path, checkpoints: Path) -> dict:
 
 def train(data: Path, shading: str, name: str, iterations: int | None, curve_every: int, workdir: Path) -> dict:
     """``ns-train nero-shape --data DATA``; returns the run folder, wall time, peak memory and checkpoint times."""
-    command = [
-        str(BIN / "ns-train"),
-        "nero-shape",
-        "--data",
-        str(data),
-        "--output-dir",
-        str(workdir / "runs"),
-        "--experiment-name",
-        name,
-        "--timestamp",
-        "bench",
-        "--vis",
-        "tensorboard",
-        "--save-only-latest-checkpoint",
-        "False",
-        "--steps-per-save",
-        str(curve_every),
-    ]
-    if iterations is not None:
-        command += ["--max-num-iterations", str(iterations)]
+    command = [str(BIN / "ns-train"), "nero-shape", "--data", str(data)]
+    command += bench_run_flags(workdir, name, curve_every, iterations)
     if shading != "split-sum":
         command += ["--pipeline.model.shading", shading]
     run_dir = workdir / "runs" / name / "nero-shape" / "bench"
@@ -151,8 +155,6 @@ def step_timings(run_dir: Path) -> dict:
 
 def score_checkpoints(run_dir: Path, checkpoint_seconds: dict, gt_path: Path, scale: float) -> list[dict]:
     """Chamfer and F-score of the mesh of every checkpoint (256^3, same extraction as recon-extract-mesh)."""
-    import torch
-
     from recon_plugin.eval.mesh_metrics import evaluate_meshes, load_mesh
     from recon_plugin.export.loading import load_pipeline
     from recon_plugin.export.mesh import extract_world_mesh
@@ -161,9 +163,7 @@ def score_checkpoints(run_dir: Path, checkpoint_seconds: dict, gt_path: Path, sc
     gt = load_mesh(gt_path)
     curve = []
     for step in sorted(checkpoint_seconds):
-        state = torch.load(run_dir / "nerfstudio_models" / f"step-{step:09d}.ckpt", map_location="cpu")
-        pipeline.load_pipeline(state["pipeline"], state["step"])
-        pipeline.eval()
+        load_checkpoint(pipeline, run_dir, step)
         mesh = extract_world_mesh(pipeline, resolution=256, vertex_colors=False, log=None)
         metrics = evaluate_meshes(mesh, gt, scale=scale, num_samples=100_000)
         point = {
@@ -185,7 +185,7 @@ def final_score(run_dir: Path, gt_path: Path, workdir: Path, name: str) -> dict:
     extract = [str(BIN / "recon-extract-mesh"), "--load-config", str(config), "--output-path", str(mesh_path)]
     run_checked(extract, workdir / f"extract-{name}.log")
     output = run_checked([str(BIN / "recon-eval"), "mesh", str(mesh_path), str(gt_path)], workdir / f"eval-{name}.log")
-    metrics = json.loads(output.strip().splitlines()[-1])
+    metrics = last_json_line(output)
     return {
         "chamfer_rel": metrics["chamfer_rel"],
         "chamfer_world": metrics["chamfer"],

@@ -40,21 +40,22 @@ class Relight:
 
         environment = read_environment(self.env)  # fails early, naming the file, before the heavy loading
         from recon_plugin.export.loading import load_pipeline
-        from recon_plugin.export.relight import Relighter, relight_cameras
+        from recon_plugin.export.relight import relight_pipeline_views
 
         config, pipeline, checkpoint, step = load_pipeline(self.load_config, data=self.data)
         if config.method_name != "nero-material":
             raise ValueError(f"{self.load_config}: a {config.method_name} run, not nero-material")
-        datamanager = pipeline.datamanager
-        dataset = datamanager.train_dataset if self.cameras == "train" else datamanager.eval_dataset
-        names = [Path(name).name for name in dataset.image_filenames]
-        print(f"recon-relight: {checkpoint} (step {step}), {len(names)} {self.cameras} views under {self.env}")
-        rotation = datamanager.train_dataparser_outputs.dataparser_transform.double().numpy()[:3, :3]
-        relighter = Relighter(
-            pipeline.model, environment, rotation, self.num_diffuse_samples, self.num_specular_samples, self.seed
+        print(f"recon-relight: {checkpoint} (step {step}), {self.cameras} views under {self.env}")
+        written = relight_pipeline_views(
+            pipeline,
+            environment,
+            self.output_dir,
+            self.cameras,
+            self.num_diffuse_samples,
+            self.num_specular_samples,
+            self.seed,
         )
-        relight_cameras(relighter, dataset.cameras, names, self.output_dir)
-        print(f"recon-relight: wrote {len(names)} PNGs to {self.output_dir}")
+        print(f"recon-relight: wrote {len(written)} PNGs to {self.output_dir}")
 
 
 def entrypoint() -> None:

@@ -19,7 +19,13 @@ import torch
 
 from recon_plugin.data.image_io import read_image
 
-__all__ = ["evaluate_relight_dirs", "material_errors", "material_errors_of_run"]
+__all__ = [
+    "evaluate_relight_dirs",
+    "material_errors",
+    "material_errors_of_pipeline",
+    "material_errors_of_run",
+    "read_ground_truth_materials",
+]
 
 
 def material_errors(predicted: dict, truth: dict) -> dict:
@@ -41,27 +47,38 @@ def material_errors(predicted: dict, truth: dict) -> dict:
     }
 
 
-def material_errors_of_run(config: Path, data: Path) -> dict:
-    """:func:`material_errors` of a nero-material run (its config.yml) at ``data/gt_materials.npz``."""
+def read_ground_truth_materials(data: Path) -> dict:
+    """``data/gt_materials.npz`` (written by recon-synth glossy): world-unit points and their true materials."""
     gt_path = Path(data) / "gt_materials.npz"
     if not gt_path.is_file():
         raise FileNotFoundError(f"{gt_path}: no ground-truth materials (written by recon-synth glossy)")
     with np.load(gt_path) as archive:
-        truth = {key: archive[key] for key in ("points", "albedo", "roughness", "metallic")}
+        return {key: archive[key] for key in ("points", "albedo", "roughness", "metallic")}
+
+
+def material_errors_of_pipeline(pipeline, truth: dict) -> dict:
+    """:func:`material_errors` of a loaded nero-material pipeline at the world-unit points of ``truth``."""
     from recon_plugin.data.transforms import world_to_normalized
-    from recon_plugin.export.loading import load_pipeline
     from recon_plugin.export.materials import query_materials
 
-    run_config, pipeline, _, step = load_pipeline(config)
-    if run_config.method_name != "nero-material":
-        raise ValueError(f"{config}: a {run_config.method_name} run, not nero-material")
     outputs = pipeline.datamanager.train_dataparser_outputs
     points = world_to_normalized(
         truth["points"], outputs.dataparser_transform.double().numpy(), float(outputs.dataparser_scale)
     )
     with torch.no_grad():
         predicted = query_materials(pipeline.model, points)
-    return {**material_errors(predicted, truth), "step": step}
+    return material_errors(predicted, truth)
+
+
+def material_errors_of_run(config: Path, data: Path) -> dict:
+    """:func:`material_errors` of a nero-material run (its config.yml) at ``data/gt_materials.npz``."""
+    truth = read_ground_truth_materials(data)
+    from recon_plugin.export.loading import load_pipeline
+
+    run_config, pipeline, _, step = load_pipeline(config)
+    if run_config.method_name != "nero-material":
+        raise ValueError(f"{config}: a {run_config.method_name} run, not nero-material")
+    return {**material_errors_of_pipeline(pipeline, truth), "step": step}
 
 
 def evaluate_relight_dirs(pred_dir: Path, data_dir: Path) -> dict:

@@ -118,3 +118,23 @@ def relight_cameras(
         if log is not None:
             log(f"  {path} ({index + 1}/{len(names)})")
     return written
+
+
+def relight_pipeline_views(
+    pipeline,
+    environment: Tensor,
+    output_dir: Path,
+    cameras: str = "test",
+    num_diffuse: int = 128,
+    num_specular: int = 128,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> List[Path]:
+    """Renders a loaded nero-material pipeline's ``cameras`` views ("train" or "test") under ``environment``
+    (H, 2H, 3, linear, world z up) to ``output_dir``, one PNG named like each view's image."""
+    datamanager = pipeline.datamanager
+    dataset = datamanager.train_dataset if cameras == "train" else datamanager.eval_dataset
+    names = [Path(name).name for name in dataset.image_filenames]
+    rotation = datamanager.train_dataparser_outputs.dataparser_transform.double().numpy()[:3, :3]
+    relighter = Relighter(pipeline.model, environment, rotation, num_diffuse, num_specular, seed)
+    return relight_cameras(relighter, dataset.cameras, names, output_dir, log)
