@@ -42,8 +42,12 @@ bench: install
 	$(BIN)/python bench/rnb_sdf/run.py
 	@if [ -f bench/render_queue/run.py ]; then $(BIN)/python bench/render_queue/run.py; fi
 	# nero-shape: each head on one torch thread (the README's protocol ran the two at once, a core each).
-	OMP_NUM_THREADS=1 $(BIN)/python bench/nero_shape/run.py --shading split-sum,plain
+	rm -rf build/bench/nero_shape
+	OMP_NUM_THREADS=1 $(BIN)/python bench/nero_shape/run.py --shading split-sum,plain --workdir build/bench/nero_shape
 	OMP_NUM_THREADS=1 $(BIN)/python bench/nero_shape/run.py --shading split-sum,plain --layout transforms
+	# Stage II on the split-sum stage-I run and scene kept above.
+	OMP_NUM_THREADS=1 $(BIN)/python bench/nero_material/run.py --scene build/bench/nero_shape/scene \
+		--shape-config build/bench/nero_shape/runs/split-sum/nero-shape/bench/config.yml --workdir build/bench/nero_material
 	$(BIN)/python bench/pbr_fusion/run.py
 
 clean:
