@@ -27,7 +27,7 @@ from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.scene_box import SceneBox
 
 from recon_plugin.components.environment import read_environment
-from recon_plugin.components.raycast import MeshRayCaster
+from recon_plugin.components.raycast import MeshRayCaster, smoothed_vertex_normals
 from recon_plugin.components.shading import linear_to_srgb, reflect, specular_albedo
 from recon_plugin.data.image_io import read_image
 from recon_plugin.data.nero_dataparser import DEPTH_BACKGROUND, read_glossy_depth
@@ -35,8 +35,13 @@ from recon_plugin.data.transforms import world_to_normalized
 from recon_plugin.eval.material_metrics import material_errors, material_errors_of_run
 from recon_plugin.export.gltf import read_glb_json
 from recon_plugin.export.relight import Relighter
-from recon_plugin.methods.nero.material import MATERIAL_OUTPUTS, NeroMaterialModel, NeroMaterialModelConfig
-from recon_plugin.methods.nero.material_data import resolve_material_mesh
+from recon_plugin.methods.nero.material import (
+    MATERIAL_OUTPUTS,
+    NeroMaterialModel,
+    NeroMaterialModelConfig,
+    background_error,
+)
+from recon_plugin.methods.nero.material_data import resolve_material_mesh, trace_pixels
 
 # ------------------------------------------------------------------------------------------------------ ray caster
 
@@ -94,6 +99,29 @@ def test_ray_caster_on_a_plane_is_exact_and_orients_by_winding():
     torch.testing.assert_close(hits.face_normal[:2], torch.tensor([[0.0, 0.0, 1.0]] * 2))  # seen from both sides
     torch.testing.assert_close(hits.barycentric.sum(-1)[:2], torch.ones(2))
     assert hits.triangle[:2].tolist() == [0, 1]
+
+
+def test_smoothed_shading_normals_undo_small_bumps_and_leave_the_surface_in_place():
+    """A sphere with bumps of 0.2 % of its radius at the scale of its edges: its own normals tilt by degrees, the
+    Taubin-smoothed ones point back along the radius; hits (positions, distances) do not move."""
+    sphere = trimesh.creation.icosphere(subdivisions=5, radius=0.5)
+    generator = np.random.default_rng(0)
+    vertices = sphere.vertices * (1.0 + 0.002 * generator.standard_normal((len(sphere.vertices), 1)))
+    radial = vertices / np.linalg.norm(vertices, axis=-1, keepdims=True)
+
+    def mean_tilt_deg(normals: torch.Tensor) -> float:
+        cosine = (normals.double().numpy() * radial).sum(-1).clip(-1.0, 1.0)
+        return float(np.degrees(np.arccos(cosine)).mean())
+
+    raw = MeshRayCaster(vertices, sphere.faces)
+    smooth = MeshRayCaster(vertices, sphere.faces, vertex_normals=smoothed_vertex_normals(vertices, sphere.faces, 50))
+    assert mean_tilt_deg(raw.vertex_normals) > 2.0 and mean_tilt_deg(smooth.vertex_normals) < 0.5
+    rays = rays_towards_origin(256)
+    before, after = raw.cast(rays.origins, rays.directions), smooth.cast(rays.origins, rays.directions)
+    assert torch.equal(before.hit, after.hit) and torch.equal(before.distance, after.distance)
+    torch.testing.assert_close(smoothed_vertex_normals(vertices, sphere.faces, 0), raw.vertex_normals)
+    with pytest.raises(ValueError, match="vertex_normals"):
+        MeshRayCaster(vertices, sphere.faces, vertex_normals=np.zeros((3, 3)))
 
 
 def test_ray_caster_rejects_bad_meshes_and_rays():
@@ -154,7 +182,7 @@ def test_outputs_losses_and_gradients_into_materials_and_light():
     torch.testing.assert_close(outputs["rgb"][~hit], background)
     assert (outputs["albedo"][~hit] == 0).all()
     losses = model.get_loss_dict(outputs, {"image": torch.rand(64, 3)})
-    assert set(losses) == {"rgb_loss", "smoothness_loss", "range_loss", "neutral_light_loss"}
+    assert set(losses) == {"rgb_loss", "smoothness_loss", "range_loss", "neutral_light_loss", "background_light_loss"}
     sum(losses.values()).backward()
     for name, module in (("material grid", model.material.grid), ("material mlp", model.material.mlp),
                          ("environment", model.environment)):  # fmt: skip
@@ -212,6 +240,61 @@ def test_the_mesh_source_is_checked():
         bare(rays_towards_origin(4))
 
 
+class _FrontView:
+    """One 32 x 32 pinhole view of the unit-sphere frame from +z, RGBA or RGB, for :func:`trace_pixels`."""
+
+    def __init__(self, alpha: np.ndarray | None = None) -> None:
+        from nerfstudio.cameras.cameras import Cameras
+
+        pose = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 3.0]]])
+        self.cameras = Cameras(camera_to_worlds=pose, fx=40.0, fy=40.0, cx=16.0, cy=16.0, width=32, height=32)
+        self.image = torch.arange(32 * 32 * 3, dtype=torch.int64).remainder(251).to(torch.uint8).reshape(32, 32, 3)
+        self.alpha = alpha
+
+    def __len__(self) -> int:
+        return 1
+
+    def get_image_uint8(self, index: int) -> torch.Tensor:
+        return self.image
+
+    def get_opaque_mask(self, index: int) -> torch.Tensor:
+        return torch.ones(32, 32, dtype=torch.bool) if self.alpha is None else torch.from_numpy(self.alpha == 255)
+
+
+def test_pixel_pools_split_object_and_background_with_a_margin_and_skip_transparent_pixels():
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    caster = MeshRayCaster(torch.as_tensor(sphere.vertices, dtype=torch.float32), torch.as_tensor(sphere.faces))
+    hits, background, total = trace_pixels(_FrontView(), caster, silhouette_margin=2)
+    assert total == 32 * 32 and len(hits) > 50 and len(background) > 300
+    assert bool(caster.cast(hits.origins, hits.directions).hit.all())
+    assert not bool(caster.cast(background.origins, background.directions).hit.any())
+    # Colours are the pixels' own; background pixels lie more than 2 pixels (Chebyshev) from every hit pixel.
+    image = _FrontView().image
+    for pool in (hits, background):
+        assert torch.equal(pool.rgb, image[pool.indices[:, 1], pool.indices[:, 2]])
+    gap = (background.indices[:, None, 1:] - hits.indices[None, :, 1:]).abs().amax(-1).amin(-1)
+    assert int(gap.min()) == 3
+    assert len(hits) + len(background) < total  # the ring around the silhouette is in neither pool
+    # A transparent pixel's colour is not the scene's: pixels with alpha < 255 never reach the background pool.
+    alpha = np.full((32, 32), 255, np.uint8)
+    alpha[:, :16] = 0
+    _, opaque_only, _ = trace_pixels(_FrontView(alpha), caster, silhouette_margin=2)
+    assert len(opaque_only) > 0 and bool((opaque_only.indices[:, 2] >= 16).all())
+
+
+def test_background_error_counts_saturated_pixels_only_from_below():
+    radiance = torch.tensor([[0.2, 2.0, 0.5], [0.2, 2.0, 0.5]])
+    pixel = torch.tensor([[float(linear_to_srgb(torch.tensor(0.2))), 1.0, 1.0], [0.5, 1.0, 0.2]])
+    error = background_error(radiance, pixel)
+    # Exact where the radiance encodes to the pixel; a light brighter than a saturated pixel is no error, a
+    # dimmer one is; light above 1 against an unsaturated pixel is an error with a gradient (no clip).
+    assert abs(float(error[0, 0])) < 1e-5 and float(error[0, 1]) == 0.0 and float(error[0, 2]) > 0.2
+    assert float(error[1, 1]) == 0.0 and float(error[1, 0]) < 0 and float(error[1, 2]) > 0
+    radiance_above = torch.tensor([[3.0, 3.0, 3.0]], requires_grad=True)
+    background_error(radiance_above, torch.full((1, 3), 0.5)).sum().backward()
+    assert bool((radiance_above.grad > 0).all())
+
+
 # ---------------------------------------------------------------------------------------------------- end to end
 ITERATIONS = 12
 EVAL_EVERY = 5
@@ -255,12 +338,12 @@ def test_ns_train_samples_hit_pixels_evaluates_and_saves(trained):
     events = EventAccumulator(str(trained["config"].parent)).Reload()
     tags = set(events.Tags()["scalars"])
     for tag in ("Eval Loss Dict/rgb_loss", "Eval Loss Dict/neutral_light_loss", "Eval Images Metrics/psnr",
-                "Train Loss Dict/smoothness_loss"):  # fmt: skip
+                "Train Loss Dict/smoothness_loss", "Train Loss Dict/background_light_loss"):  # fmt: skip
         assert tag in tags, sorted(tags)
         assert all(math.isfinite(e.value) for e in events.Scalars(tag)), tag
     assert [e.step for e in events.Scalars("Eval Loss Dict/rgb_loss")] == [EVAL_EVERY, 2 * EVAL_EVERY]
-    # Batches come from the pixels that see the mesh only.
-    assert all(e.value == 1.0 for e in events.Scalars("Train Metrics Dict/hit_fraction"))
+    # Each batch: 64 pixels that see the mesh and the default 128 background pixels, which all miss it.
+    assert all(abs(e.value - 64 / 192) < 1e-6 for e in events.Scalars("Train Metrics Dict/hit_fraction"))
     assert {"Eval Images/img", "Eval Images/materials"} <= set(events.Tags()["images"])
     checkpoints = sorted((trained["config"].parent / "nerfstudio_models").glob("step-*.ckpt"))
     assert [c.name for c in checkpoints] == [f"step-{ITERATIONS - 1:09d}.ckpt"]
@@ -423,7 +506,7 @@ def test_recon_relight_renders_the_test_views_in_the_world_frame(trained, tmp_pa
     run(
         [str(BIN / "recon-relight"), "--load-config", str(trained["config"]), "--env",
          str(scene / "relight" / "environment.exr"), "--output-dir", str(out), "--num-diffuse-samples", "4",
-         "--num-specular-samples", "4"],
+         "--num-specular-samples", "4", "--num-light-samples", "4"],
         cwd=tmp_path,
     )  # fmt: skip
     expected = sorted(p.name for p in (scene / "relight").glob("*.png"))
@@ -438,6 +521,39 @@ def test_recon_relight_renders_the_test_views_in_the_world_frame(trained, tmp_pa
     metrics = json.loads(result.stdout)  # one JSON line on stdout
     assert metrics["num_views"] == len(expected) and math.isfinite(metrics["psnr_object"])
     assert metrics["psnr_image"] > metrics["psnr_object"]  # the background matches exactly, the object does not
+
+
+def test_recon_relight_orbit_circles_the_object_upright_and_writes_a_video(trained, tmp_path):
+    from recon_plugin.export.loading import load_pipeline
+    from recon_plugin.export.relight import orbit_cameras
+
+    out = tmp_path / "orbit"
+    run(
+        [str(BIN / "recon-relight"), "--load-config", str(trained["config"]), "--env",
+         str(trained["scene"] / "relight" / "environment.exr"), "--output-dir", str(out), "--cameras", "orbit",
+         "--orbit-views", "4", "--num-diffuse-samples", "2", "--num-specular-samples", "2",
+         "--num-light-samples", "2"],
+        cwd=tmp_path,
+    )  # fmt: skip
+    frames = sorted(p.name for p in out.glob("*.png"))
+    assert frames == [f"orbit_{i:03d}.png" for i in range(4)]
+    assert read_image(out / frames[0]).shape[:2] == (24, 24)  # the training views' size
+    if shutil.which("ffmpeg"):  # make install puts it there; the video is optional otherwise
+        assert (out / "orbit.mp4").stat().st_size > 0
+    # Every orbit camera looks at the object (its centre ray hits the mesh), keeps world z up in the image,
+    # and the ring is evenly spaced.
+    _, pipeline, _, _ = load_pipeline(trained["config"])
+    rotation = pipeline.datamanager.train_dataparser_outputs.dataparser_transform[:3, :3].float()
+    up = rotation[:, 2]
+    cameras = orbit_cameras(pipeline.datamanager.train_dataset.cameras, up, num_views=4, elevation_deg=30.0)
+    centres = cameras.camera_to_worlds[:, :3, 3]
+    forward = -cameras.camera_to_worlds[:, :3, 2]
+    assert bool(pipeline.model.caster.cast(centres, forward).hit.all())
+    assert bool(((cameras.camera_to_worlds[:, :3, 1] @ up) > 0.8).all())  # image up ~ world up (30 deg tilt)
+    heights = (centres @ up) / centres.norm(dim=-1)
+    torch.testing.assert_close(heights, torch.full((4,), 0.5), atol=1e-4, rtol=0)  # sin 30 degrees
+    with pytest.raises(ValueError, match="orbit views"):
+        orbit_cameras(pipeline.datamanager.train_dataset.cameras, up, num_views=0)
 
 
 def test_material_errors_fit_the_albedo_scale_per_channel():

@@ -231,6 +231,47 @@ def test_brdf_cosine_estimator_matches_quadrature(roughness: float, n_dot_v: flo
         assert bool((error <= 4 * standard_error + 1e-3 * expected).all()), (error, standard_error)
 
 
+def test_light_sampling_of_a_small_lamp_is_unbiased_and_less_noisy() -> None:
+    """A rough metal under a dim sky with one small bright lamp: adding environment-light samples (rotated into
+    the caller's frame) keeps the estimate on the quadrature and cuts its spread, since the BRDF lobes alone
+    rarely find the lamp."""
+    from recon_plugin.components.environment import EnvironmentSampler, sample_equirect
+
+    env = torch.full((32, 64, 3), 0.05)
+    env[5:7, 20:22] = 400.0  # about 6 degrees across, ~25 degrees from the zenith
+    rotation = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # 90 degrees about z
+    sampler = EnvironmentSampler(env, rotation=rotation)
+    assert not sampler.empty
+
+    def radiance(d: torch.Tensor) -> torch.Tensor:  # the map seen from the rotated frame
+        return sample_equirect(env, (d.float() @ rotation)).to(d.dtype)
+
+    view, albedo = _view(0.7), torch.tensor([0.9, 0.6, 0.3], dtype=F64)
+    r, m = torch.tensor([0.6], dtype=F64), torch.tensor([1.0], dtype=F64)
+    light, solid = _hemisphere_grid(400, 800)
+    _, specular = cook_torrance(UP, view, light, albedo, r, m)
+    expected = (specular * (radiance(light) * light[..., 2:] * solid[..., None])).reshape(-1, 3).sum(0)
+    points, spreads = 4000, {}
+    for name, extra in (("brdf only", {}), ("with the lamp", {"light_sampler": sampler, "num_light": 8})):
+        _, estimate = shade_monte_carlo(
+            UP.expand(points, 3),
+            view.expand(points, 3),
+            albedo.expand(points, 3),
+            r.expand(points, 1),
+            m.expand(points, 1),
+            radiance,
+            num_diffuse=2,
+            num_specular=6,
+            generator=torch.Generator().manual_seed(11),
+            **extra,
+        )
+        error = (estimate.mean(0) - expected).abs()
+        standard_error = estimate.std(0) / math.sqrt(points)
+        assert bool((error <= 4 * standard_error + 2e-3 * expected).all()), (name, error, standard_error)
+        spreads[name] = float(estimate[:, 0].std())
+    assert spreads["with the lamp"] < 0.5 * spreads["brdf only"], spreads
+
+
 # --- energy -------------------------------------------------------------------------------------------------------
 
 

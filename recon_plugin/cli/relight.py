@@ -13,7 +13,8 @@ import tyro
 @dataclass
 class Relight:
     """Render the recovered materials on the mesh under a new equirect environment (.exr/.hdr, world z up) from
-    the run's cameras; writes one 8-bit sRGB PNG per view, named like the view's image."""
+    the run's cameras (one 8-bit sRGB PNG per view, named like the view's image) or from an orbit around the
+    object (orbit_000.png ... and orbit.mp4 when a video writer is installed)."""
 
     load_config: Path
     """config.yml of the nero-material run (written by ns-train)."""
@@ -21,21 +22,31 @@ class Relight:
     """The new environment: an equirect .exr or .hdr of linear radiance, world z up."""
     output_dir: Path = Path("relight")
     """Folder for the PNGs (created)."""
-    cameras: Literal["train", "test"] = "test"
-    """Which views to render: the training views or the held-out ones (what recon-synth glossy relights)."""
-    num_diffuse_samples: int = 128
+    cameras: Literal["train", "test", "orbit"] = "test"
+    """Which views to render: the training views, the held-out ones (what recon-synth glossy relights), or an
+    orbit around the object (world z up)."""
+    orbit_views: int = 60
+    """Frames of the orbit (--cameras orbit)."""
+    orbit_elevation: float = 30.0
+    """Degrees above the horizon of the orbit (--cameras orbit), at the training cameras' median distance."""
+    num_diffuse_samples: int = 32
     """Cosine-weighted Monte-Carlo directions per pixel."""
     num_specular_samples: int = 128
     """GGX-lobe Monte-Carlo directions per pixel."""
+    num_light_samples: int = 96
+    """Directions per pixel drawn from the environment's small bright lights (GGX ones instead if it has none)."""
     seed: int = 0
     data: Path | None = None
     """New location of the training data, if it moved since training."""
 
     def main(self) -> None:
-        if self.num_diffuse_samples < 0 or self.num_specular_samples < 0:
-            raise ValueError("--num-diffuse-samples and --num-specular-samples must be >= 0")
-        if self.num_diffuse_samples + self.num_specular_samples == 0:
-            raise ValueError("--num-diffuse-samples + --num-specular-samples must be positive")
+        counts = (self.num_diffuse_samples, self.num_specular_samples, self.num_light_samples)
+        if min(counts) < 0:
+            raise ValueError("--num-diffuse-samples, --num-specular-samples and --num-light-samples must be >= 0")
+        if sum(counts) == 0:
+            raise ValueError("--num-diffuse-samples + --num-specular-samples + --num-light-samples must be positive")
+        if self.cameras == "orbit" and self.orbit_views < 1:
+            raise ValueError(f"--orbit-views must be >= 1, got {self.orbit_views}")
         from recon_plugin.components.environment import read_environment
 
         environment = read_environment(self.env)  # fails early, naming the file, before the heavy loading
@@ -54,8 +65,13 @@ class Relight:
             self.num_diffuse_samples,
             self.num_specular_samples,
             self.seed,
+            num_light=self.num_light_samples,
+            orbit_views=self.orbit_views,
+            orbit_elevation_deg=self.orbit_elevation,
         )
-        print(f"recon-relight: wrote {len(written)} PNGs to {self.output_dir}")
+        pngs = [path for path in written if path.suffix == ".png"]
+        videos = [str(path) for path in written if path.suffix != ".png"]
+        print(f"recon-relight: wrote {len(pngs)} PNGs to {self.output_dir}" + (f" and {videos[0]}" if videos else ""))
 
 
 def entrypoint() -> None:

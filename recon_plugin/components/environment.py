@@ -20,6 +20,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from recon_plugin.components.shading import ALPHA_FLOOR
@@ -309,6 +310,65 @@ def sample_prefiltered(
 
 
 _HDR_SUFFIXES = (".hdr", ".exr")
+
+
+class EnvironmentSampler:
+    """Importance sampling of the small bright lights of an equirect environment.
+
+    Texels brighter than ``contrast`` times the median luminance, grown by one texel (the bilinear lookup
+    spreads a light into its neighbours), are drawn in proportion to their neighbourhood's peak luminance x
+    solid angle; a direction is then uniform in solid angle inside the texel (uniform in longitude and in
+    cos(theta)), so the density is P(texel) / solid_angle(texel). Texels outside the lights have density 0: the
+    cosine and GGX strategies cover them, which keeps the multiple-importance estimator unbiased.
+    ``empty`` is True when the map has no such lights (e.g. a uniform environment).
+
+    ``rotation`` (3, 3), when given, maps world directions into the caller's frame (d_frame = R d_world):
+    :meth:`sample` returns and :meth:`pdf` takes directions of that frame (the density is rotation invariant).
+    """
+
+    def __init__(self, env: Tensor, contrast: float = 4.0, rotation: Tensor | None = None) -> None:
+        height, width = env.shape[:2]
+        self.rotation = None if rotation is None else torch.as_tensor(rotation, dtype=torch.float32)[:3, :3]
+        self.height, self.width = height, width
+        luminance = (env.double() * torch.tensor([0.2126, 0.7152, 0.0722], dtype=torch.float64)).sum(-1)
+        bright = (luminance > contrast * float(luminance.median())).double()
+        # 3x3 neighbourhood maximum, wrapping in longitude and clamping at the poles.
+        padded = F.pad(
+            torch.cat([luminance[:, -1:], luminance, luminance[:, :1]], 1)[None], (0, 0, 1, 1), mode="replicate"
+        )[0]
+        peak = F.max_pool2d(padded[None, None], 3, stride=1)[0, 0]
+        padded = F.pad(torch.cat([bright[:, -1:], bright, bright[:, :1]], 1)[None], (0, 0, 1, 1), mode="replicate")[0]
+        near_light = F.max_pool2d(padded[None, None], 3, stride=1)[0, 0]
+        solid = equirect_solid_angles(height, width, torch.float64)
+        power = (peak * near_light * solid).reshape(-1)
+        self.empty = bool(power.sum() <= 0)
+        self.probability = power / power.sum().clamp(min=1e-300)
+        self.cdf = torch.cumsum(self.probability, 0)
+        self.cdf[-1] = 1.0
+        self.density = (self.probability / solid.reshape(-1)).float()
+
+    def sample(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Directions (..., 3) and densities (..., 1) per solid angle from uniform numbers ``u`` (..., 3)."""
+        cdf = self.cdf.to(u.device)
+        texel = torch.searchsorted(cdf, u[..., 0].double().contiguous()).clamp(max=cdf.numel() - 1)
+        row, col = texel // self.width, texel % self.width
+        cos_top = torch.cos(row.double() * (math.pi / self.height))
+        cos_bottom = torch.cos((row.double() + 1.0) * (math.pi / self.height))
+        cos_theta = cos_top + (cos_bottom - cos_top) * u[..., 2].double()
+        uv = torch.stack([(col.double() + u[..., 1].double()) / self.width, torch.acos(cos_theta) / math.pi], -1)
+        directions = equirect_uv_to_direction(uv).to(u.dtype)
+        if self.rotation is not None:
+            directions = directions @ self.rotation.to(directions).T
+        return directions, self.density.to(u.device)[texel][..., None].to(u.dtype)
+
+    def pdf(self, directions: Tensor) -> Tensor:
+        """Density (..., 1) per solid angle of :meth:`sample` at unit ``directions`` (..., 3)."""
+        if self.rotation is not None:
+            directions = directions @ self.rotation.to(directions)
+        uv = direction_to_equirect_uv(directions)
+        col = (uv[..., 0] * self.width).long().clamp(0, self.width - 1)
+        row = (uv[..., 1] * self.height).long().clamp(0, self.height - 1)
+        return self.density.to(directions.device)[row * self.width + col][..., None].to(directions.dtype)
 
 
 def _check_suffix(path: Path) -> None:

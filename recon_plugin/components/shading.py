@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -338,6 +339,18 @@ RadianceFn = Callable[[Tensor], Tensor]
 """Incident radiance along directions (..., S, 3) -> (..., S, 3), e.g. ``lambda d: sample_equirect(env, d)``."""
 
 
+class DirectionSampler(Protocol):
+    """A light-importance sampler (e.g. :class:`recon_plugin.components.environment.EnvironmentSampler`)."""
+
+    def sample(self, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Unit directions (..., 3) and their densities per solid angle (..., 1) from uniform numbers (..., 3)."""
+        ...
+
+    def pdf(self, directions: Tensor) -> Tensor:
+        """Density (..., 1) per solid angle at unit directions (..., 3)."""
+        ...
+
+
 def shade_monte_carlo(
     normal: Tensor,
     view: Tensor,
@@ -349,19 +362,25 @@ def shade_monte_carlo(
     num_specular: int = 64,
     generator: torch.Generator | None = None,
     energy_conserving: bool = False,
+    light_sampler: DirectionSampler | None = None,
+    num_light: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Reflected radiance (diffuse, specular), each (..., 3), by Monte-Carlo integration of :func:`cook_torrance`.
 
-    ``num_diffuse`` cosine-weighted and ``num_specular`` GGX-lobe samples per point are combined with the balance
-    heuristic (multi-sample MIS: every sample is divided by n_c p_c + n_s p_s), which is unbiased for both lobes
-    and robust from mirror-like to rough materials. ``radiance`` receives the (..., S, 3) sample directions, S =
-    num_diffuse + num_specular, in the same order as the points, so a caller can trace secondary rays from its
-    points. Inputs as in :func:`cook_torrance`.
+    ``num_diffuse`` cosine-weighted and ``num_specular`` GGX-lobe samples per point, and ``num_light`` directions
+    from ``light_sampler`` when the light is known (a map's small bright lights), are combined with the balance
+    heuristic (multi-sample MIS: every sample is divided by n_c p_c + n_s p_s + n_l p_l), which is unbiased for
+    both lobes and robust from mirror-like to rough materials and from broad skies to small lamps (the BRDF
+    strategies cover what the light sampler leaves out). ``radiance`` receives the (..., S, 3) sample directions,
+    S = num_diffuse + num_specular + num_light, in that order and in the order of the points, so a caller can
+    trace secondary rays from its points. Inputs as in :func:`cook_torrance`.
     """
-    if num_diffuse < 0 or num_specular < 0 or num_diffuse + num_specular == 0:
+    if num_light and light_sampler is None:
+        raise ValueError(f"shade_monte_carlo: num_light={num_light} needs a light_sampler")
+    if num_diffuse < 0 or num_specular < 0 or num_light < 0 or num_diffuse + num_specular + num_light == 0:
         raise ValueError(
-            f"shade_monte_carlo needs num_diffuse >= 0, num_specular >= 0 and a positive total, "
-            f"got num_diffuse={num_diffuse}, num_specular={num_specular}"
+            f"shade_monte_carlo needs num_diffuse, num_specular, num_light >= 0 and a positive total, "
+            f"got num_diffuse={num_diffuse}, num_specular={num_specular}, num_light={num_light}"
         )
     normal, view = normal[..., None, :], view[..., None, :]
     albedo, roughness, metallic = albedo[..., None, :], roughness[..., None, :], metallic[..., None, :]
@@ -373,10 +392,15 @@ def shade_monte_carlo(
     if num_specular:
         u = torch.rand(*batch, num_specular, 2, generator=generator, dtype=normal.dtype, device=normal.device)
         directions.append(sample_ggx_reflection(normal, view, roughness, u)[0])
+    if num_light:
+        u = torch.rand(*batch, num_light, 3, generator=generator, dtype=normal.dtype, device=normal.device)
+        directions.append(light_sampler.sample(u)[0])
     light = torch.cat(directions, dim=-2)
     mixture = num_diffuse * cosine_hemisphere_pdf(normal, light) + num_specular * ggx_reflection_pdf(
         normal, view, light, roughness
     )
+    if num_light:
+        mixture = mixture + num_light * light_sampler.pdf(light)
     diffuse_brdf, specular_brdf = cook_torrance(normal, view, light, albedo, roughness, metallic, energy_conserving)
     weight = radiance(light) * _dot(normal, light).clamp(min=0.0) / mixture.clamp(min=_EPS)
     return (diffuse_brdf * weight).sum(-2), (specular_brdf * weight).sum(-2)

@@ -29,6 +29,14 @@ class NeroDataset(InputDataset):
         image = super().get_image_uint8(image_idx)
         return image[..., :3]
 
+    def get_opaque_mask(self, image_idx: int) -> torch.Tensor:
+        """(H, W) bool: pixels that show the captured scene, i.e. all of them unless the image has an alpha
+        channel, then those with full alpha (a transparent pixel's colour is not the scene's background)."""
+        image = super().get_image_uint8(image_idx)
+        if image.shape[-1] == 4:
+            return image[..., 3] == 255
+        return torch.ones(image.shape[:2], dtype=torch.bool)
+
     def get_metadata(self, data: Dict) -> Dict:
         filenames = self.metadata.get("fg_mask_filenames")
         if filenames is None:

@@ -50,9 +50,7 @@ import numpy as np
 import torch
 
 from recon_plugin.components.environment import (
-    direction_to_equirect_uv,
-    equirect_solid_angles,
-    equirect_uv_to_direction,
+    EnvironmentSampler,
     prefilter_equirect_diffuse,
     procedural_environment,
     sample_equirect,
@@ -85,7 +83,6 @@ __all__ = [
     "DEPTH_BACKGROUND",
     "DEPTH_RANGE",
     "GENERATOR_VERSION",
-    "EnvironmentSampler",
     "GlossyRenderer",
     "encode_depth",
     "glossy_materials",
@@ -179,58 +176,6 @@ def shifted_sobol(points: int, count: int, dims: int, generator: torch.Generator
     base = torch.quasirandom.SobolEngine(dims, scramble=True, seed=seed).draw(count)
     shift = torch.rand(points, 1, dims, generator=generator)
     return torch.remainder(base[None] + shift, 1.0)
-
-
-class EnvironmentSampler:
-    """Importance sampling of the small bright lights of an equirect environment.
-
-    Texels brighter than ``contrast`` times the median luminance, grown by one texel (the bilinear lookup
-    spreads a light into its neighbours), are drawn in proportion to their neighbourhood's peak luminance x
-    solid angle; a direction is then uniform in solid angle inside the texel (uniform in longitude and in
-    cos(theta)), so the density is P(texel) / solid_angle(texel). Texels outside the lights have density 0: the
-    cosine and GGX strategies cover them, which keeps the multiple-importance estimator unbiased.
-    ``empty`` is True when the map has no such lights (e.g. a uniform environment).
-    """
-
-    def __init__(self, env: torch.Tensor, contrast: float = 4.0) -> None:
-        height, width = env.shape[:2]
-        self.height, self.width = height, width
-        luminance = (env.double() * torch.tensor([0.2126, 0.7152, 0.0722], dtype=torch.float64)).sum(-1)
-        bright = (luminance > contrast * float(luminance.median())).double()
-        # 3x3 neighbourhood maximum, wrapping in longitude and clamping at the poles.
-        padded = torch.nn.functional.pad(
-            torch.cat([luminance[:, -1:], luminance, luminance[:, :1]], 1)[None], (0, 0, 1, 1), mode="replicate"
-        )[0]
-        peak = torch.nn.functional.max_pool2d(padded[None, None], 3, stride=1)[0, 0]
-        padded = torch.nn.functional.pad(
-            torch.cat([bright[:, -1:], bright, bright[:, :1]], 1)[None], (0, 0, 1, 1), mode="replicate"
-        )[0]
-        near_light = torch.nn.functional.max_pool2d(padded[None, None], 3, stride=1)[0, 0]
-        solid = equirect_solid_angles(height, width, torch.float64)
-        power = (peak * near_light * solid).reshape(-1)
-        self.empty = bool(power.sum() <= 0)
-        self.probability = power / power.sum().clamp(min=1e-300)
-        self.cdf = torch.cumsum(self.probability, 0)
-        self.cdf[-1] = 1.0
-        self.density = (self.probability / solid.reshape(-1)).float()
-
-    def sample(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Directions (..., 3) and densities (..., 1) per solid angle from uniform numbers ``u`` (..., 3)."""
-        texel = torch.searchsorted(self.cdf, u[..., 0].double().contiguous()).clamp(max=self.cdf.numel() - 1)
-        row, col = texel // self.width, texel % self.width
-        cos_top = torch.cos(row.double() * (math.pi / self.height))
-        cos_bottom = torch.cos((row.double() + 1.0) * (math.pi / self.height))
-        cos_theta = cos_top + (cos_bottom - cos_top) * u[..., 2].double()
-        uv = torch.stack([(col.double() + u[..., 1].double()) / self.width, torch.acos(cos_theta) / math.pi], -1)
-        directions = equirect_uv_to_direction(uv).to(u.dtype)
-        return directions, self.density[texel][..., None].to(u.dtype)
-
-    def pdf(self, directions: torch.Tensor) -> torch.Tensor:
-        """Density (..., 1) per solid angle of :meth:`sample` at unit ``directions`` (..., 3)."""
-        uv = direction_to_equirect_uv(directions)
-        col = (uv[..., 0] * self.width).long().clamp(0, self.width - 1)
-        row = (uv[..., 1] * self.height).long().clamp(0, self.height - 1)
-        return self.density[row * self.width + col][..., None].to(directions.dtype)
 
 
 class GlossyRenderer:

@@ -9,8 +9,10 @@ texture), a hit reads the indirect light field at the hit point. Occlusion is th
 learned. No volume rendering, no SDF.
 
 Regularisers (NeRO): material smoothness along the surface, an early hinge keeping roughness and metallic away
-from the sigmoid's flat ends, and the neutral-light prior that settles the albedo-versus-light colour
-ambiguity. Every step-dependent schedule is a fraction of ``--max-num-iterations``.
+from the sigmoid's flat ends, and the neutral-light prior on the albedo-versus-light colour ambiguity. Not in
+NeRO: a background term fits the distant light to the photo's pixels that miss the mesh (they show that light
+itself), which measures the light's colour where the prior could only assume it grey. Every step-dependent
+schedule is a fraction of ``--max-num-iterations``.
 
 Frames: the model works in the dataparser's normalised frame (the object in the unit sphere); the mesh is
 mapped there by :mod:`recon_plugin.methods.nero.material_data`. Roughness is perceptual roughness (GGX alpha =
@@ -38,7 +40,7 @@ from recon_plugin.components.environment import sample_equirect
 from recon_plugin.components.image_metrics import ImageMetrics
 from recon_plugin.components.light_fields import DirectionalLightField, PositionalLightField, make_mlp
 from recon_plugin.components.neus import intersect_unit_sphere
-from recon_plugin.components.raycast import MeshRayCaster, RayHits
+from recon_plugin.components.raycast import MeshRayCaster, RayHits, smoothed_vertex_normals
 from recon_plugin.components.schedules import run_length_callbacks
 from recon_plugin.components.shading import linear_to_srgb, orthonormal_tangents, reflect, shade_monte_carlo
 
@@ -65,6 +67,10 @@ class NeroMaterialModelConfig(ModelConfig):
     """A mesh file (.ply, .obj, ...) in the world units of the training data, used instead of a nero-shape run."""
     mesh_resolution: int = 512
     """Marching-cubes resolution when the mesh is extracted from --shape-config (NeRO: 512)."""
+    shading_normal_smoothing: int = 150
+    """Taubin iterations on a copy of the mesh whose vertex normals shade it (positions, hence silhouettes and
+    occlusion, stay the mesh's): removes the few-cell bumps of an extracted surface that scatter glossy highlights.
+    Counted in mesh edges, i.e. tuned for the 512 extraction; 0 shades with the mesh's own normals."""
 
     # Material field
     num_levels: int = 12
@@ -108,6 +114,21 @@ class NeroMaterialModelConfig(ModelConfig):
     range_min: float = 0.02
     range_max: float = 0.98
     neutral_light_loss_mult: float = 0.1
+    background_light_loss_mult: float = 1.0
+    """Weight of the background term: rays that miss the mesh see the distant light itself, so the photo's
+    background pixels supervise the environment directly (saturated pixels only from below). It measures the
+    light's colour, which shading alone leaves ambiguous with the albedo's. The datamanager's
+    ``background_rays_per_batch`` sets how many such rays a batch holds."""
+
+
+def background_error(radiance: Tensor, pixel: Tensor) -> Tensor:
+    """sRGB error (N, 3) of linear environment ``radiance`` against 8-bit background pixels in [0, 1].
+
+    The radiance is sRGB-encoded without the clip at 1, so light above the display range still gets a gradient;
+    a saturated pixel (the sun, a lamp) only says "at least this bright" and counts only from below."""
+    encoded = 1.055 * radiance.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055
+    saturated = pixel >= 254.5 / 255.0
+    return torch.where(saturated, F.relu(pixel - encoded), encoded - pixel)
 
 
 class MaterialField(nn.Module):
@@ -180,7 +201,8 @@ class NeroMaterialModel(Model):
 
     def set_mesh(self, vertices: Tensor, faces: Tensor) -> None:
         """The fixed geometry, vertices (V, 3) in the normalised frame and faces (F, 3), outward winding."""
-        self.caster = MeshRayCaster(vertices, faces)
+        normals = smoothed_vertex_normals(vertices, faces, self.config.shading_normal_smoothing)
+        self.caster = MeshRayCaster(vertices, faces, vertex_normals=normals)
 
     # ------------------------------------------------------------------ training schedule
     def get_param_groups(self) -> Dict[str, List[nn.Parameter]]:
@@ -289,7 +311,8 @@ class NeroMaterialModel(Model):
             return full.index_copy(0, index, values)
 
         # Pixels that miss the mesh show the learned environment, as the photos show the real one.
-        background = linear_to_srgb(self.environment_radiance(directions))
+        environment = self.environment_radiance(directions)
+        background = linear_to_srgb(environment)
         _, box_far, _ = intersect_unit_sphere(origins, directions, radius=math.sqrt(3.0))
         hit = primary.hit[:, None].to(directions.dtype)
         # Distance along the ray to the mesh; misses end at the far side of the sphere around the scene box.
@@ -308,7 +331,11 @@ class NeroMaterialModel(Model):
             "diffuse": scatter(linear_to_srgb(diffuse)),
             "specular": scatter(linear_to_srgb(specular)),
         }
-        terms: Dict[str, Tensor] = {"hit": primary.hit, "object_rgb": object_rgb}
+        terms: Dict[str, Tensor] = {
+            "hit": primary.hit,
+            "object_rgb": object_rgb,
+            "background_radiance": environment[~primary.hit],
+        }
         if self.config.num_diffuse_samples > 0 and "light" in captured:
             # Cosine-distributed samples: their mean is the diffuse light (irradiance / pi) the prior keeps grey.
             terms["diffuse_light"] = captured["light"][:, : self.config.num_diffuse_samples].mean(1)
@@ -348,6 +375,10 @@ class NeroMaterialModel(Model):
             loss_dict["smoothness_loss"] = self.config.smoothness_loss_mult * terms["smoothness"].mean()
         if "range_violation" in terms and terms["range_violation"].numel():
             loss_dict["range_loss"] = self.config.range_loss_mult * terms["range_violation"].mean()
+        if self.config.background_light_loss_mult > 0 and terms["background_radiance"].numel():
+            error = background_error(terms["background_radiance"], batch["image"].to(device)[..., :3][~hit])
+            charbonnier = torch.sqrt((error**2).sum(-1) + self.config.charbonnier_eps)
+            loss_dict["background_light_loss"] = self.config.background_light_loss_mult * charbonnier.mean()
         if "diffuse_light" in terms and terms["diffuse_light"].numel():
             light = terms["diffuse_light"]
             neutral = (light - light.mean(-1, keepdim=True)).abs().sum(-1).mean()

@@ -3,8 +3,9 @@
 - :func:`resolve_material_mesh`: the stage-I mesh in the dataparser's normalised frame, from a nero-shape run
   (extracted once with :mod:`recon_plugin.export.mesh` and cached next to that run) or from a mesh file in
   world units.
-- :class:`NeroMaterialDataManager`: traces every training pixel once against the mesh and keeps only the hits;
-  batches are drawn from those (NeRO stage II). Full eval images still go through nerfstudio's loaders.
+- :class:`NeroMaterialDataManager`: traces every training pixel once against the mesh; batches are drawn from the
+  hits (NeRO stage II), plus a few opaque pixels that miss it, which show the environment itself. Full eval
+  images still go through nerfstudio's loaders.
 - :class:`NeroMaterialPipeline`: loads the mesh after the datamanager and the model exist and hands it to both.
 """
 
@@ -16,6 +17,7 @@ from typing import Dict, Literal, Tuple, Type
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import trimesh
 from nerfstudio.cameras.rays import RayBundle
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
@@ -101,9 +103,9 @@ def resolve_material_mesh(
 
 
 @dataclass
-class HitPool:
-    """Pixels whose camera ray meets the mesh: ray origins/directions (N, 3), pixel areas (N, 1), camera
-    indices (N,), pixel (camera, row, column) indices (N, 3) and target colours (N, 3) as uint8."""
+class PixelPool:
+    """Training pixels of one kind: ray origins/directions (N, 3), pixel areas (N, 1), camera indices (N,),
+    pixel (camera, row, column) indices (N, 3) and target colours (N, 3) as uint8."""
 
     origins: Tensor
     directions: Tensor
@@ -116,10 +118,15 @@ class HitPool:
         return int(self.origins.shape[0])
 
 
-def trace_hit_pixels(dataset: NeroDataset, caster: MeshRayCaster) -> Tuple[HitPool, int]:
-    """Traces every pixel of every view of ``dataset`` once; returns the hit pixels and the pixel count."""
+def trace_pixels(
+    dataset: NeroDataset, caster: MeshRayCaster, silhouette_margin: int = 2
+) -> Tuple[PixelPool, PixelPool, int]:
+    """Traces every pixel of every view of ``dataset`` once; returns (the pixels whose ray hits the mesh, the
+    opaque pixels whose ray misses it by more than ``silhouette_margin`` pixels, i.e. the visible background,
+    the pixel count). The margin keeps the object's own edge, where a reconstructed mesh may fall short of the
+    real silhouette, out of the background."""
     cameras = dataset.cameras
-    parts: Dict[str, list] = {name: [] for name in HitPool.__dataclass_fields__}
+    parts: Dict[str, Dict[str, list]] = {kind: {name: [] for name in PixelPool.__dataclass_fields__} for kind in "hb"}
     total = 0
     for view in range(len(dataset)):
         rays = cameras.generate_rays(camera_indices=view, keep_shape=True)
@@ -127,30 +134,43 @@ def trace_hit_pixels(dataset: NeroDataset, caster: MeshRayCaster) -> Tuple[HitPo
         height, width = image.shape[:2]
         total += height * width
         hits = caster.cast(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3))
-        keep = hits.hit.nonzero().squeeze(-1)
-        rows, columns = keep // width, keep % width
-        parts["origins"].append(rays.origins.reshape(-1, 3)[keep])
-        parts["directions"].append(rays.directions.reshape(-1, 3)[keep])
-        parts["pixel_area"].append(rays.pixel_area.reshape(-1, 1)[keep])
-        parts["camera_indices"].append(torch.full_like(keep, view))
-        parts["indices"].append(torch.stack([torch.full_like(keep, view), rows, columns], dim=-1))
-        parts["rgb"].append(image.reshape(-1, 3)[keep])
-    return HitPool(**{name: torch.cat(values) for name, values in parts.items()}), total
+        hit_image = hits.hit.reshape(1, 1, height, width).float()
+        near_object = F.max_pool2d(hit_image, 2 * silhouette_margin + 1, stride=1, padding=silhouette_margin)
+        background = (near_object.reshape(-1) == 0) & dataset.get_opaque_mask(view).reshape(-1)
+        for kind, keep in (("h", hits.hit.nonzero().squeeze(-1)), ("b", background.nonzero().squeeze(-1))):
+            rows, columns = keep // width, keep % width
+            part = parts[kind]
+            part["origins"].append(rays.origins.reshape(-1, 3)[keep])
+            part["directions"].append(rays.directions.reshape(-1, 3)[keep])
+            part["pixel_area"].append(rays.pixel_area.reshape(-1, 1)[keep])
+            part["camera_indices"].append(torch.full_like(keep, view))
+            part["indices"].append(torch.stack([torch.full_like(keep, view), rows, columns], dim=-1))
+            part["rgb"].append(image.reshape(-1, 3)[keep])
+    pools = [PixelPool(**{name: torch.cat(values) for name, values in parts[kind].items()}) for kind in "hb"]
+    return pools[0], pools[1], total
 
 
 @dataclass
 class NeroMaterialDataManagerConfig(VanillaDataManagerConfig):
-    """Batches of training pixels that hit the mesh (the mesh comes from the model config, via the pipeline)."""
+    """Batches of training pixels that hit the mesh, plus some of the visible background (the mesh comes from the
+    model config, via the pipeline)."""
 
     _target: Type = field(default_factory=lambda: NeroMaterialDataManager)
+    background_rays_per_batch: int = 128
+    """Background pixels (rays that miss the mesh) added to every batch: they show the environment itself, which
+    pins the light's colour (the model's ``background_light_loss_mult``). Cheap: no Monte Carlo. 0 trains on the
+    object alone."""
 
 
 class NeroMaterialDataManager(VanillaDataManager[NeroDataset]):
-    """Samples rays only among pixels on the object: every pixel is traced once when the mesh is attached."""
+    """Samples rays among pixels on the object (and the visible background): every pixel is traced once when the
+    mesh is attached."""
 
     config: NeroMaterialDataManagerConfig
-    train_pool: HitPool | None = None
-    eval_pool: HitPool | None = None
+    train_pool: PixelPool | None = None
+    eval_pool: PixelPool | None = None
+    train_background: PixelPool | None = None
+    eval_background: PixelPool | None = None
 
     def setup_train(self) -> None:
         # No image loader: the hit pool holds the training pixels' colours.
@@ -169,37 +189,48 @@ class NeroMaterialDataManager(VanillaDataManager[NeroDataset]):
         """Traces the training and eval pixels against the mesh (nothing to do in inference mode)."""
         if self.test_mode == "inference":
             return
-        self.train_pool, total = trace_hit_pixels(self.train_dataset, caster)
+        self.train_pool, self.train_background, total = trace_pixels(self.train_dataset, caster)
         if len(self.train_pool) == 0:
             raise ValueError(
                 f"{self.get_datapath()}: no training pixel sees the mesh; is the mesh in the world units of this data?"
             )
         CONSOLE.print(
             f"nero-material: {len(self.train_pool):,} of {total:,} training pixels hit the mesh "
-            f"({len(self.train_pool) / total:.1%})"
+            f"({len(self.train_pool) / total:.1%}), {len(self.train_background):,} show the background"
         )
-        self.eval_pool, _ = trace_hit_pixels(self.eval_dataset, caster)
+        if self.config.background_rays_per_batch > 0 and len(self.train_background) == 0:
+            CONSOLE.print(
+                "nero-material: no opaque background pixels (transparent or fully covered images): the light's "
+                "colour comes from the neutral-light prior alone"
+            )
+        self.eval_pool, self.eval_background, _ = trace_pixels(self.eval_dataset, caster)
 
-    def _batch(self, pool: HitPool | None, count: int) -> Tuple[RayBundle, Dict]:
+    def _batch(self, pool: PixelPool | None, background: PixelPool | None, count: int) -> Tuple[RayBundle, Dict]:
         if pool is None or len(pool) == 0:
             raise RuntimeError("nero-material: no hit pixels to sample (the pipeline attaches the mesh at setup)")
-        pick = torch.randint(len(pool), (count,))
+        picks = [(pool, torch.randint(len(pool), (count,)))]
+        if background is not None and len(background) and self.config.background_rays_per_batch > 0:
+            picks.append((background, torch.randint(len(background), (self.config.background_rays_per_batch,))))
+
+        def gather(name: str) -> Tensor:
+            return torch.cat([getattr(source, name)[pick] for source, pick in picks]).to(self.device)
+
         ray_bundle = RayBundle(
-            origins=pool.origins[pick].to(self.device),
-            directions=pool.directions[pick].to(self.device),
-            pixel_area=pool.pixel_area[pick].to(self.device),
-            camera_indices=pool.camera_indices[pick, None].to(self.device),
+            origins=gather("origins"),
+            directions=gather("directions"),
+            pixel_area=gather("pixel_area"),
+            camera_indices=gather("camera_indices")[:, None],
         )
-        batch = {"image": pool.rgb[pick].to(self.device).float() / 255.0, "indices": pool.indices[pick]}
+        batch = {"image": gather("rgb").float() / 255.0, "indices": gather("indices").cpu()}
         return ray_bundle, batch
 
     def next_train(self, step: int) -> Tuple[RayBundle, Dict]:
         self.train_count += 1
-        return self._batch(self.train_pool, self.config.train_num_rays_per_batch)
+        return self._batch(self.train_pool, self.train_background, self.config.train_num_rays_per_batch)
 
     def next_eval(self, step: int) -> Tuple[RayBundle, Dict]:
         self.eval_count += 1
-        return self._batch(self.eval_pool, self.config.eval_num_rays_per_batch)
+        return self._batch(self.eval_pool, self.eval_background, self.config.eval_num_rays_per_batch)
 
 
 @dataclass
