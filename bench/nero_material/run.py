@@ -16,7 +16,8 @@ checkpoint file, so an existing run (``--stage-two-run``) is timed the same way 
 ``--shape-config`` is a nero-shape run on the same scene (``python bench/nero_shape/run.py --workdir W`` keeps
 one under ``W/runs/split-sum/nero-shape/bench``); its training time is taken from its files in the same way and
 reported with stage II's, against the issue's 60-minute budget for both stages. Results go to
-bench/nero_material/results.json (earlier runs kept, each with its machine and command) and results.png.
+bench/nero_material/results.json (earlier runs kept, each with its machine and command), results.png and
+relight.png (truth, ``recon-relight`` render and 4x difference of each held-out view).
 """
 
 from __future__ import annotations
@@ -153,29 +154,46 @@ def final_score(config: Path, scene: Path, workdir: Path) -> dict:
     }
 
 
+def relight_montage(relit_dir: Path, scene: Path, path: Path) -> None:
+    """A picture of the final relighting: per held-out view the truth under the second environment (top row), the
+    ``recon-relight`` render (middle) and 4x their absolute difference (bottom)."""
+    import numpy as np
+
+    from recon_plugin.data.image_io import read_image, write_png
+
+    columns = []
+    for truth_path in sorted((scene / "relight").glob("*.png"), key=lambda p: int(p.stem)):
+        truth, ours = read_image(truth_path)[..., :3], read_image(relit_dir / truth_path.name)[..., :3]
+        columns.append(np.concatenate([truth, ours, np.clip(4.0 * np.abs(truth - ours), 0.0, 1.0)], axis=0))
+    write_png(path, np.concatenate(columns, axis=1), bit_depth=8)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for name, run in results["runs"].items():
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for index, (name, run) in enumerate(results["runs"].items()):
+        colour = f"C{index}"
         minutes = [p["seconds"] / 60 for p in run["curve"]]
-        axes[0].plot(minutes, [p["psnr_object"] for p in run["curve"]], marker="o", label=f"{name}: object")
-        axes[0].plot(minutes, [p["psnr_image"] for p in run["curve"]], marker="o", ls="--", label=f"{name}: image")
-        axes[1].plot(minutes, [p["albedo_mae_after_scale"] for p in run["curve"]], marker="o", label="albedo")
-        axes[1].plot(minutes, [p["roughness_mae"] for p in run["curve"]], marker="o", label="roughness")
-        axes[2].plot(minutes, [100 * p["metallic_accuracy"] for p in run["curve"]], marker="o", label=name)
+        axes[0].plot(minutes, [p["psnr_object"] for p in run["curve"]], marker="o", color=colour)
+        axes[0].plot(minutes, [p["psnr_image"] for p in run["curve"]], marker="o", ls="--", color=colour)
+        axes[1].plot(minutes, [p["albedo_mae_after_scale"] for p in run["curve"]], marker="o", color=colour)
+        axes[1].plot(minutes, [p["roughness_mae"] for p in run["curve"]], marker="s", ls="--", color=colour)
+        metallic = [100 * p["metallic_accuracy"] for p in run["curve"]]
+        axes[2].plot(minutes, metallic, marker="o", color=colour, label=name)
     axes[0].axhline(26, color="grey", ls=":", lw=1)
-    axes[0].set(xlabel="stage II wall time (min)", ylabel="relighting PSNR (dB)", title="second environment")
+    axes[0].set(xlabel="stage II wall time (min)", ylabel="relighting PSNR (dB)",
+                title="second environment: object (solid), image (dashed)")  # fmt: skip
     axes[1].axhline(0.06, color="C0", ls=":", lw=1)
     axes[1].axhline(0.1, color="C1", ls=":", lw=1)
-    axes[1].set(xlabel="stage II wall time (min)", ylabel="MAE", title="materials at surface points")
+    axes[1].set(xlabel="stage II wall time (min)", ylabel="MAE",
+                title="albedo after scale (solid), roughness (dashed)")  # fmt: skip
     axes[2].axhline(90, color="grey", ls=":", lw=1)
     axes[2].set(xlabel="stage II wall time (min)", ylabel="% of points", title="metallic classified right")
-    for axis in axes[:2]:
-        axis.legend(fontsize=8)
+    axes[2].legend(fontsize=8, loc="lower right")
     fig.suptitle("nero-material on the default recon-synth glossy scene (CPU; dotted: the issue's targets)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -236,6 +254,7 @@ def main() -> None:
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, results_path)
     plot(results, HERE / "results.png")
+    relight_montage(workdir / "relit", args.scene, HERE / "relight.png")
     print(json.dumps({k: run[k] for k in ("stage_one_seconds", "stage_two_seconds", "final", "ray_caster")}, indent=2))
 
 
