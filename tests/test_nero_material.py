@@ -120,6 +120,10 @@ def test_smoothed_shading_normals_undo_small_bumps_and_leave_the_surface_in_plac
     before, after = raw.cast(rays.origins, rays.directions), smooth.cast(rays.origins, rays.directions)
     assert torch.equal(before.hit, after.hit) and torch.equal(before.distance, after.distance)
     torch.testing.assert_close(smoothed_vertex_normals(vertices, sphere.faces, 0), raw.vertex_normals)
+    # A lone open quad collapses under Taubin's filter (no boundary handling): it keeps its own normals.
+    quad = torch.tensor([[-1.0, -1.0, 0.0], [1.0, -1.0, 0.0], [1.0, 1.0, 0.0], [-1.0, 1.0, 0.0]])
+    quad_normals = smoothed_vertex_normals(quad, torch.tensor([[0, 1, 2], [0, 2, 3]]), 150)
+    torch.testing.assert_close(quad_normals, torch.tensor([[0.0, 0.0, 1.0]]).expand(4, 3))
     with pytest.raises(ValueError, match="vertex_normals"):
         MeshRayCaster(vertices, sphere.faces, vertex_normals=np.zeros((3, 3)))
 

@@ -159,16 +159,23 @@ def _numpy(array: Tensor | np.ndarray) -> np.ndarray:
 def smoothed_vertex_normals(vertices: Tensor | np.ndarray, faces: Tensor | np.ndarray, iterations: int) -> Tensor:
     """Unit vertex normals (V, 3) of a copy of the mesh smoothed by ``iterations`` of Taubin's filter (lambda 0.5,
     mu -0.53: no shrinkage). A reconstructed surface carries bumps a few marching-cubes cells wide that barely
-    move it (Chamfer) but break a glossy highlight into speckles; these normals shade the original positions."""
+    move it (Chamfer) but break a glossy highlight into speckles; these normals shade the original positions.
+
+    Taubin's filter has no notion of a boundary: a small open patch or an isolated component collapses. Where the
+    smoothed normal vanishes or turns more than 60 degrees from the mesh's own, the mesh's own is kept."""
     import trimesh
 
     vertices_np = np.asarray(_numpy(vertices), dtype=np.float64)
     faces_np = np.asarray(_numpy(faces), dtype=np.int64)
-    if iterations > 0:
-        mesh = trimesh.Trimesh(vertices_np, faces_np, process=False)
-        trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=-0.53, iterations=iterations)
-        vertices_np = np.asarray(mesh.vertices)
-    return _area_weighted_vertex_normals(torch.as_tensor(vertices_np, dtype=torch.float32), torch.as_tensor(faces_np))
+    faces_t = torch.as_tensor(faces_np)
+    own = _area_weighted_vertex_normals(torch.as_tensor(vertices_np, dtype=torch.float32), faces_t)
+    if iterations <= 0:
+        return own
+    mesh = trimesh.Trimesh(vertices_np, faces_np, process=False)
+    trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=-0.53, iterations=iterations)
+    smoothed = _area_weighted_vertex_normals(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32), faces_t)
+    agrees = (smoothed * own).sum(-1, keepdim=True) > 0.5
+    return torch.where(agrees, smoothed, own)
 
 
 def _area_weighted_vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
