@@ -258,11 +258,9 @@ class _FrontView:
     def __len__(self) -> int:
         return 1
 
-    def get_image_uint8(self, index: int) -> torch.Tensor:
-        return self.image
-
-    def get_opaque_mask(self, index: int) -> torch.Tensor:
-        return torch.ones(32, 32, dtype=torch.bool) if self.alpha is None else torch.from_numpy(self.alpha == 255)
+    def get_image_uint8_and_opaque_mask(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        opaque = torch.ones(32, 32, dtype=torch.bool) if self.alpha is None else torch.from_numpy(self.alpha == 255)
+        return self.image, opaque
 
 
 def test_pixel_pools_split_object_and_background_with_a_margin_and_skip_transparent_pixels():

@@ -85,9 +85,10 @@ def lambert(albedo: Tensor, normals: Tensor, lights: Tensor, clamp: bool) -> Ten
     return cosine[..., None] * albedo[..., None, :]
 
 
-def linear_to_srgb(linear: Tensor) -> Tensor:
-    """sRGB transfer curve (for display of linear radiance)."""
-    linear = linear.clamp(0.0, 1.0)
+def linear_to_srgb(linear: Tensor, clip: bool = True) -> Tensor:
+    """sRGB transfer curve (for display of linear radiance); ``clip=False`` extends it above 1 (a value an 8-bit
+    image would saturate), which keeps a gradient there."""
+    linear = linear.clamp(0.0, 1.0) if clip else linear.clamp(min=0.0)
     return torch.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear.clamp(min=1e-8) ** (1.0 / 2.4) - 0.055)
 
 

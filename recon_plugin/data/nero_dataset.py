@@ -29,13 +29,14 @@ class NeroDataset(InputDataset):
         image = super().get_image_uint8(image_idx)
         return image[..., :3]
 
-    def get_opaque_mask(self, image_idx: int) -> torch.Tensor:
-        """(H, W) bool: pixels that show the captured scene, i.e. all of them unless the image has an alpha
-        channel, then those with full alpha (a transparent pixel's colour is not the scene's background)."""
+    def get_image_uint8_and_opaque_mask(self, image_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image (H, W, 3) and, from one read, the (H, W) bool of the pixels that show the captured scene:
+        all of them unless the image has an alpha channel, then those with full alpha (a transparent pixel's
+        colour is not the scene's background)."""
         image = super().get_image_uint8(image_idx)
         if image.shape[-1] == 4:
-            return image[..., 3] == 255
-        return torch.ones(image.shape[:2], dtype=torch.bool)
+            return image[..., :3], image[..., 3] == 255
+        return image[..., :3], torch.ones(image.shape[:2], dtype=torch.bool)
 
     def get_metadata(self, data: Dict) -> Dict:
         filenames = self.metadata.get("fg_mask_filenames")

@@ -196,6 +196,8 @@ def relight_pipeline_views(
     ``output_dir``: its ``cameras`` views ("train" or "test", one PNG named like each view's image) or an "orbit"
     of ``orbit_views`` cameras around the object (world z up; ``orbit_000.png`` ... and ``orbit.mp4`` when a
     video writer is installed)."""
+    if cameras not in ("train", "test", "orbit"):
+        raise ValueError(f"cameras must be 'train', 'test' or 'orbit', got {cameras!r}")
     datamanager = pipeline.datamanager
     rotation = datamanager.train_dataparser_outputs.dataparser_transform.double().numpy()[:3, :3]
     relighter = Relighter(pipeline.model, environment, rotation, num_diffuse, num_specular, seed, num_light)
@@ -206,8 +208,6 @@ def relight_pipeline_views(
         written = relight_cameras(relighter, orbit, names, output_dir, log)
         video = write_orbit_video(written, Path(output_dir) / "orbit.mp4")
         return written + ([video] if video is not None else [])
-    if cameras not in ("train", "test"):
-        raise ValueError(f"cameras must be 'train', 'test' or 'orbit', got {cameras!r}")
     dataset = datamanager.train_dataset if cameras == "train" else datamanager.eval_dataset
     names = [Path(name).name for name in dataset.image_filenames]
     return relight_cameras(relighter, dataset.cameras, names, output_dir, log)

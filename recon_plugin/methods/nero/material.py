@@ -126,7 +126,7 @@ def background_error(radiance: Tensor, pixel: Tensor) -> Tensor:
 
     The radiance is sRGB-encoded without the clip at 1, so light above the display range still gets a gradient;
     a saturated pixel (the sun, a lamp) only says "at least this bright" and counts only from below."""
-    encoded = 1.055 * radiance.clamp(min=0.0031308) ** (1.0 / 2.4) - 0.055
+    encoded = linear_to_srgb(radiance, clip=False)
     saturated = pixel >= 254.5 / 255.0
     return torch.where(saturated, F.relu(pixel - encoded), encoded - pixel)
 

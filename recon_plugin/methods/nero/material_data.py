@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Literal, Tuple, Type
+from typing import Dict, List, Literal, Tuple, Type
 
 import numpy as np
 import torch
@@ -117,6 +117,24 @@ class PixelPool:
     def __len__(self) -> int:
         return int(self.origins.shape[0])
 
+    @classmethod
+    def of_view(cls, rays: RayBundle, image: Tensor, view: int, keep: Tensor) -> PixelPool:
+        """The pixels ``keep`` (flat indices) of one view, from its rays (H, W) and image (H, W, 3)."""
+        width = image.shape[1]
+        view_index = torch.full_like(keep, view)
+        return cls(
+            origins=rays.origins.reshape(-1, 3)[keep],
+            directions=rays.directions.reshape(-1, 3)[keep],
+            pixel_area=rays.pixel_area.reshape(-1, 1)[keep],
+            camera_indices=view_index,
+            indices=torch.stack([view_index, keep // width, keep % width], dim=-1),
+            rgb=image.reshape(-1, 3)[keep],
+        )
+
+    @classmethod
+    def concatenate(cls, pools: List[PixelPool]) -> PixelPool:
+        return cls(**{name: torch.cat([getattr(pool, name) for pool in pools]) for name in cls.__dataclass_fields__})
+
 
 def trace_pixels(
     dataset: NeroDataset, caster: MeshRayCaster, silhouette_margin: int = 2
@@ -125,29 +143,19 @@ def trace_pixels(
     opaque pixels whose ray misses it by more than ``silhouette_margin`` pixels, i.e. the visible background,
     the pixel count). The margin keeps the object's own edge, where a reconstructed mesh may fall short of the
     real silhouette, out of the background."""
-    cameras = dataset.cameras
-    parts: Dict[str, Dict[str, list]] = {kind: {name: [] for name in PixelPool.__dataclass_fields__} for kind in "hb"}
-    total = 0
+    hits_per_view, background_per_view, total = [], [], 0
     for view in range(len(dataset)):
-        rays = cameras.generate_rays(camera_indices=view, keep_shape=True)
-        image = dataset.get_image_uint8(view)[..., :3]
+        rays = dataset.cameras.generate_rays(camera_indices=view, keep_shape=True)
+        image, opaque = dataset.get_image_uint8_and_opaque_mask(view)
         height, width = image.shape[:2]
         total += height * width
         hits = caster.cast(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3))
         hit_image = hits.hit.reshape(1, 1, height, width).float()
         near_object = F.max_pool2d(hit_image, 2 * silhouette_margin + 1, stride=1, padding=silhouette_margin)
-        background = (near_object.reshape(-1) == 0) & dataset.get_opaque_mask(view).reshape(-1)
-        for kind, keep in (("h", hits.hit.nonzero().squeeze(-1)), ("b", background.nonzero().squeeze(-1))):
-            rows, columns = keep // width, keep % width
-            part = parts[kind]
-            part["origins"].append(rays.origins.reshape(-1, 3)[keep])
-            part["directions"].append(rays.directions.reshape(-1, 3)[keep])
-            part["pixel_area"].append(rays.pixel_area.reshape(-1, 1)[keep])
-            part["camera_indices"].append(torch.full_like(keep, view))
-            part["indices"].append(torch.stack([torch.full_like(keep, view), rows, columns], dim=-1))
-            part["rgb"].append(image.reshape(-1, 3)[keep])
-    pools = [PixelPool(**{name: torch.cat(values) for name, values in parts[kind].items()}) for kind in "hb"]
-    return pools[0], pools[1], total
+        background = (near_object.reshape(-1) == 0) & opaque.reshape(-1)
+        hits_per_view.append(PixelPool.of_view(rays, image, view, hits.hit.nonzero().squeeze(-1)))
+        background_per_view.append(PixelPool.of_view(rays, image, view, background.nonzero().squeeze(-1)))
+    return PixelPool.concatenate(hits_per_view), PixelPool.concatenate(background_per_view), total
 
 
 @dataclass
