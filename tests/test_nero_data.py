@@ -181,7 +181,7 @@ def test_transforms_json_errors_name_the_file_and_frame(scene_dir: Path, tmp_pat
     meta = json.loads((scene_dir / "transforms.json").read_text())
     meta["frames"][2]["w"] = 2 * SIZE
     path.write_text(json.dumps(meta))
-    with pytest.raises(NeroDataError, match="2.png: image is 32x32 px"):
+    with pytest.raises(NeroDataError, match="2.png: the image is 32x32 px"):
         parse(folder, layout="transforms")
 
 

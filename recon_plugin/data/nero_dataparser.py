@@ -1,4 +1,4 @@
-"""Dataparser for glossy-object data (NeRO): the GlossySynthetic layout or nerfstudio's transforms.json.
+"""Dataparser for glossy-object data (NeRO): GlossySynthetic, nerfstudio's transforms.json, NeuS/IDR or LLFF.
 
 Layout (a), NeRO's GlossySynthetic (what ``recon-synth glossy`` writes)::
 
@@ -11,8 +11,13 @@ Layout (b), nerfstudio's ``transforms.json`` (``ns-process-data`` output), read 
 parser (intrinsics, distortion, downscaled image folders, split lists), optional ``mask_path`` per frame
 and the sparse point cloud named by ``ply_file_path``.
 
+Layouts (c) NeuS/IDR (``cameras_sphere.npz`` + ``image/`` + ``mask/``) and (d) LLFF (``poses_bounds.npy`` +
+``images/`` + ``masks/``) are read by :mod:`.neus_layout` and :mod:`.llff_layout`; every layout ends as
+:class:`~recon_plugin.data.photo_views.PhotoViews`, fitted to its images (EXIF orientation, ``--downscale-factor``).
+
 The object's bounding sphere (centre c, radius r in world units) comes from ``--object-center`` and
-``--object-radius``, else from the depth maps (back-projected foreground), the point cloud, or the
+``--object-radius``, else from the stored scale_mat_0 (NeuS), the depth maps (back-projected foreground), the point
+cloud, the masks' visual hull, or the
 cameras (the point closest to all optical axes; radius from the field of view). The model's frame puts
 that sphere, enlarged by ``sphere_margin``, on the unit sphere; the map is recorded as nerfstudio's
 ``dataparser_transform`` / ``dataparser_scale`` (see :mod:`recon_plugin.data.transforms`), so exports
@@ -45,10 +50,13 @@ from nerfstudio.data.utils.dataparsers_utils import (
     get_train_eval_split_fraction,
     get_train_eval_split_interval,
 )
+from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 
-from recon_plugin.data.errors import RnbDataError
+from recon_plugin.data.errors import NeroDataError
 from recon_plugin.data.image_io import read_image
+from recon_plugin.data.llff_layout import LLFF_POSES, llff_image_folder, read_llff_layout
+from recon_plugin.data.neus_layout import neus_camera_file, read_neus_layout
 from recon_plugin.data.normalisation import (
     SceneNormalisation,
     check_normalisation,
@@ -56,7 +64,9 @@ from recon_plugin.data.normalisation import (
     read_point_cloud,
     sphere_from_cameras,
     sphere_from_points,
+    sphere_from_silhouettes,
 )
+from recon_plugin.data.photo_views import PhotoViews, fit_to_images, image_sizes
 from recon_plugin.data.transforms import world_to_normalized
 
 __all__ = [
@@ -90,12 +100,6 @@ _PICKLE_ALLOWED = {
 }
 
 
-class NeroDataError(RnbDataError):
-    """The nero-data input is incomplete or inconsistent; the message names the file.
-
-    A subclass of the data readers' common error, which the shared normalisation code raises too."""
-
-
 @dataclass
 class NeroDataParserConfig(DataParserConfig):
     """Glossy objects: NeRO's GlossySynthetic layout (k.png, k-camera.pkl, k-depth.png) or a transforms.json."""
@@ -103,14 +107,18 @@ class NeroDataParserConfig(DataParserConfig):
     _target: Type = field(default_factory=lambda: NeroDataParser)
     data: Path = Path("data/nero")
     """A GlossySynthetic folder, a nerfstudio folder holding transforms.json, or the .json file itself."""
-    layout: Literal["auto", "glossy", "transforms"] = "auto"
-    """"auto": glossy when the folder holds k-camera.pkl files, else transforms.json."""
+    layout: Literal["auto", "glossy", "transforms", "neus", "llff"] = "auto"
+    """The folder's layout. "auto": "glossy" when it holds k-camera.pkl files, "transforms" when it holds
+    transforms.json (or is one), "neus" when it holds image/ and cameras_sphere.npz or cameras.npz (NeuS/IDR:
+    DTU, BlendedMVS), "llff" when it holds poses_bounds.npy (LLFF, NeRD, Ref-NeRF real scenes)."""
     object_center: Tuple[float, float, float] | None = None
     """Centre of the object's bounding sphere in world units (with object_radius; overrides `bounds`)."""
     object_radius: float | None = None
     """Radius of the object's bounding sphere in world units (with object_center)."""
-    bounds: Literal["auto", "depth", "point-cloud", "cameras", "unit"] = "auto"
-    """Where the bounding sphere comes from: "auto" takes depth maps, else the point cloud, else the cameras;
+    bounds: Literal["auto", "scale-mat", "depth", "point-cloud", "silhouettes", "cameras", "unit"] = "auto"
+    """Where the bounding sphere comes from: "scale-mat" the unit sphere stored with NeuS/IDR cameras (scale_mat_0,
+    taken as it is, no margin), "depth" the depth maps, "point-cloud" the point cloud, "silhouettes" the visual hull
+    of the masks, "cameras" the point the optical axes meet; "auto" takes the first of these the data has.
     "unit": the world already has the object inside the unit sphere (NeRO's own data); no normalisation."""
     point_cloud: Path | None = None
     """A .ply to bound the object (default: transforms.json's ply_file_path). Crop it to the object when
@@ -127,7 +135,16 @@ class NeroDataParserConfig(DataParserConfig):
     eval_interval: int = 8
     train_split_fraction: float = 0.9
     downscale_factor: int | None = None
-    """transforms.json only: read images_N/ (nerfstudio's rule picks one when unset)."""
+    """Divide the images' resolution by this. transforms.json: nerfstudio's images_N/ folders (its own rule picks
+    one when unset); LLFF: images_N/ when it exists, else images/ resized; other layouts: the images resized
+    on load (area averaging), intrinsics scaled to match. Unset: full resolution."""
+    pixel_centers: Literal["auto", "half", "integer"] = "auto"
+    """Where the camera file puts a pixel's centre: "half" at (u + 0.5, v + 0.5) (nerfstudio, COLMAP, NeRO),
+    "integer" at (u, v) (OpenCV, and the rays NeuS/IDR cast). "auto": integer for the NeuS layout, half otherwise."""
+    exif_orientation: Literal["auto", "apply", "ignore"] = "auto"
+    """Per image, read the stored pixels or the picture turned upright by its EXIF orientation: "auto" takes the
+    one whose shape fits the camera, and the stored pixels when both fit (COLMAP, which computes the poses of
+    LLFF, ns-process-data and NeuS's preprocessing, ignores EXIF orientation); "apply"/"ignore" force one."""
 
 
 def _load_pickle(path: Path) -> object:
@@ -185,16 +202,8 @@ def _check_intrinsics(intrinsics: np.ndarray, width: int, height: int, where: st
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file, checking it can be decoded; the error names the file."""
-    if not path.is_file():
-        raise NeroDataError(f"{path}: image file missing")
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            image.verify()
-    except Exception as err:
-        raise NeroDataError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
-    return int(size[0]), int(size[1])
+    """(width, height) of an image file as stored, checking it can be decoded; the error names the file."""
+    return image_sizes(path)[0]
 
 
 def read_glossy_depth(path: Path) -> np.ndarray:
@@ -234,27 +243,6 @@ def trim_outliers(points: np.ndarray, fraction: float) -> np.ndarray:
 
 
 @dataclass
-class _Views:
-    """Everything both layouts produce before the split and the normalisation (world units, OpenGL poses)."""
-
-    image_filenames: List[Path]
-    camera_to_worlds: np.ndarray  # (N, 3, 4)
-    intrinsics: np.ndarray  # (N, 4) fx, fy, cx, cy
-    widths: np.ndarray
-    heights: np.ndarray
-    mask_filenames: List[Path] | None
-    mask_kind: str  # "depth" | "image" | "alpha" | "none"
-    world_transform: np.ndarray  # (3, 4) original world -> world of the poses (transforms.json's applied_transform)
-    world_scale: float
-    split_indices: Dict[str, np.ndarray] | None = None
-    distortion: torch.Tensor | None = None
-    camera_type: CameraType = CameraType.PERSPECTIVE
-    camera_metadata: Dict | None = None
-    sphere_points: np.ndarray | None = None  # world points that bound the object (depth or point cloud)
-    sphere_points_source: str = ""
-
-
-@dataclass
 class NeroDataParser(DataParser):
     """Reads a GlossySynthetic folder or a transforms.json and normalises the object into the unit sphere."""
 
@@ -272,7 +260,14 @@ class NeroDataParser(DataParser):
             return "glossy"
         if (data / "transforms.json").is_file():
             return "transforms"
-        raise NeroDataError(f"{data}: no views: neither k.png + k-camera.pkl files nor a transforms.json")
+        if neus_camera_file(data) is not None:
+            return "neus"
+        if (data / LLFF_POSES).is_file():
+            return "llff"
+        raise NeroDataError(
+            f"{data}: no views: none of k.png + k-camera.pkl (GlossySynthetic), transforms.json (nerfstudio), "
+            f"image/ + cameras_sphere.npz (NeuS/IDR), {LLFF_POSES} + images/ (LLFF)"
+        )
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs) -> DataparserOutputs:
         config = self.config
@@ -284,18 +279,29 @@ class NeroDataParser(DataParser):
             raise NeroDataError(
                 f"sphere_margin must be >= 0 (the unit sphere must contain the object), got {config.sphere_margin}"
             )
-        views = self._read_glossy() if self._layout() == "glossy" else self._read_transforms()
+        layout = self._layout()
+        readers = {
+            "glossy": self._read_glossy,
+            "transforms": self._read_transforms,
+            "neus": self._read_neus,
+            "llff": self._read_llff,
+        }
+        views = readers[layout]()
 
         normalisation = self._normalisation(views)
-        center, radius = normalisation.centre, normalisation.radius
-        # Poses' frame -> normalised is (x - c) / r; composed with transforms.json's original -> poses' frame map.
+        center, radius, axes = normalisation.centre, normalisation.radius, normalisation.rotation
+        # Poses' frame -> normalised is R^T (x - c) / r; composed with transforms.json's original -> poses' frame
+        # map x_poses = s (W x + w).
         world_rotation, world_translation = views.world_transform[:, :3], views.world_transform[:, 3]
-        transform = np.concatenate([world_rotation, (world_translation - center / views.world_scale)[:, None]], axis=1)
+        transform = np.concatenate(
+            [axes.T @ world_rotation, (axes.T @ (world_translation - center / views.world_scale))[:, None]], axis=1
+        )
         scale = views.world_scale / radius
 
         indices = self._split_indices(views, split)
-        poses = views.camera_to_worlds.copy()
-        poses[:, :, 3] = (poses[:, :, 3] - center) / radius
+        poses = normalisation.poses_to_normalised(
+            np.concatenate([views.camera_to_worlds, np.tile([[[0.0, 0.0, 0.0, 1.0]]], (len(views), 1, 1))], axis=1)
+        )[:, :3, :4]
         index_tensor = torch.from_numpy(indices).long()
         intrinsics = torch.from_numpy(views.intrinsics).float()
         cameras = Cameras(
@@ -317,6 +323,7 @@ class NeroDataParser(DataParser):
             ),
             "fg_mask_kind": views.mask_kind if use_masks else "none",
             "object_sphere": {"center": center.tolist(), "radius": radius, "source": normalisation.mode},
+            "photo_upright": [bool(views.upright[i]) for i in indices] if views.upright else None,
         }
         return DataparserOutputs(
             image_filenames=[views.image_filenames[i] for i in indices],
@@ -329,7 +336,7 @@ class NeroDataParser(DataParser):
 
     # ------------------------------------------------------------------ layouts
 
-    def _read_glossy(self) -> _Views:
+    def _read_glossy(self) -> PhotoViews:
         root = self.config.data
         names = sorted(
             (int(match.group(1)), path)
@@ -368,21 +375,38 @@ class NeroDataParser(DataParser):
         foreground = np.concatenate(points) if points else None
         if foreground is not None and len(foreground) == 0:
             raise NeroDataError(f"{root}: every depth map is background (>= {DEPTH_BACKGROUND}); no object in view")
-        return _Views(
+        views = PhotoViews(
             image_filenames=filenames,
             camera_to_worlds=np.stack(poses),
             intrinsics=np.asarray(intrinsics, dtype=np.float64),
-            widths=np.asarray(widths),
-            heights=np.asarray(heights),
+            widths=np.asarray(widths, dtype=np.float64),
+            heights=np.asarray(heights, dtype=np.float64),
             mask_filenames=depth_files or None,
             mask_kind="depth" if depth_files else "none",
-            world_transform=np.eye(4)[:3],
-            world_scale=1.0,
             sphere_points=foreground,
             sphere_points_source="depth",
         )
+        self._fit(views, "its k-camera.pkl", self.config.downscale_factor or 1)
+        return views
 
-    def _read_transforms(self) -> _Views:
+    def _read_neus(self) -> PhotoViews:
+        pixel_centers = "integer" if self.config.pixel_centers == "auto" else self.config.pixel_centers
+        views = read_neus_layout(self.config.data, pixel_centers)
+        self._fit(views, "its world_mat_i", self.config.downscale_factor or 1)
+        return views
+
+    def _read_llff(self) -> PhotoViews:
+        folder, remaining = llff_image_folder(self.config.data, self.config.downscale_factor or 1)
+        views = read_llff_layout(self.config.data, folder)
+        if self.config.pixel_centers == "integer":
+            views.intrinsics[:, 2:] += 0.5
+        self._fit(views, f"its row of {LLFF_POSES}", remaining, scaled_copies=True)
+        return views
+
+    def _fit(self, views: PhotoViews, where: str, downscale_factor: int, scaled_copies: bool = False) -> None:
+        fit_to_images(views, where, downscale_factor, self.config.exif_orientation, scaled_copies)
+
+    def _read_transforms(self) -> PhotoViews:
         config = self.config
         json_path = config.data if config.data.is_file() else config.data / "transforms.json"
         data_dir = json_path.parent
@@ -429,18 +453,9 @@ class NeroDataParser(DataParser):
             if outputs.mask_filenames:
                 mask_files += [Path(p) for p in outputs.mask_filenames]
         intrinsics_np = np.concatenate(intrinsics)
-        sizes_np = np.concatenate(sizes)
-        for index, path in enumerate(filenames):
-            width, height = _image_size(path)
-            if abs(width - sizes_np[index, 0]) > 1 or abs(height - sizes_np[index, 1]) > 1:
-                raise NeroDataError(
-                    f"{path}: image is {width}x{height} px but {json_path} gives w, h = "
-                    f"{int(sizes_np[index, 0])}x{int(sizes_np[index, 1])} (after downscaling)"
-                )
-            fx, fy, cx, cy = intrinsics_np[index]
-            k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-            _check_intrinsics(k, width, height, f"{json_path} (intrinsics of {path.name})", path)
-            sizes_np[index] = width, height
+        if self.config.pixel_centers == "integer":
+            intrinsics_np[:, 2:] += 0.5
+        sizes_np = np.concatenate(sizes).astype(np.float64)
         for path in mask_files:
             _image_size(path)
         if mask_files and len(mask_files) != len(filenames):
@@ -460,7 +475,7 @@ class NeroDataParser(DataParser):
         cameras = outputs.cameras
         transform = outputs.dataparser_transform.double().numpy()
         has_distortion = all(d is not None for d in distortion)
-        return _Views(
+        views = PhotoViews(
             image_filenames=filenames,
             camera_to_worlds=np.concatenate(poses),
             intrinsics=intrinsics_np,
@@ -477,6 +492,14 @@ class NeroDataParser(DataParser):
             sphere_points=points,
             sphere_points_source=points_source,
         )
+        # nerfstudio's parser already scaled w, h and the intrinsics to its images_N/ folder.
+        self._fit(views, f"{json_path} (w, h after downscaling)", 1)
+        for index, path in enumerate(filenames):
+            fx, fy, cx, cy = views.intrinsics[index]
+            k = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+            width, height = int(views.widths[index]), int(views.heights[index])
+            _check_intrinsics(k, width, height, f"{json_path} (intrinsics of {path.name})", path)
+        return views
 
     def _nerfstudio_outputs(self, json_path: Path, split: str) -> DataparserOutputs:
         ns_config = NerfstudioDataParserConfig(
@@ -497,11 +520,12 @@ class NeroDataParser(DataParser):
 
     # ------------------------------------------------------------------ bounds and split
 
-    def _normalisation(self, views: _Views) -> SceneNormalisation:
+    def _normalisation(self, views: PhotoViews) -> SceneNormalisation:
         """The object's bounding sphere (grown by the margin) in the poses' frame, checked against the views."""
         config = self.config
         where = str(config.data)
         margin = config.sphere_margin
+        masks = _view_masks(views)
         if config.object_center is not None and config.object_radius is not None:
             centre = np.asarray(config.object_center, dtype=np.float64)
             radius = float(config.object_radius) * (1.0 + margin)
@@ -509,8 +533,23 @@ class NeroDataParser(DataParser):
         elif config.bounds == "unit":
             normalisation = identity_normalisation()
         else:
-            bounds = (views.sphere_points_source or "cameras") if config.bounds == "auto" else config.bounds
-            if bounds == "cameras":
+            bounds = config.bounds
+            if bounds == "auto":
+                if views.recorded_normalisation is not None:
+                    bounds = "scale-mat"
+                else:
+                    bounds = views.sphere_points_source or ("silhouettes" if masks is not None else "cameras")
+            if bounds == "scale-mat":
+                if views.recorded_normalisation is None:
+                    raise NeroDataError(f"{where}: --bounds scale-mat, but the cameras store no scale_mat_0")
+                normalisation = views.recorded_normalisation
+            elif bounds == "silhouettes":
+                if masks is None:
+                    raise NeroDataError(f"{where}: --bounds silhouettes, but the data has no masks")
+                normalisation = sphere_from_silhouettes(
+                    _intrinsic_matrices(views), _opencv_poses(views), masks, margin, 64, where
+                )
+            elif bounds == "cameras":
                 size = (int(views.widths.max()), int(views.heights.max()))
                 normalisation = sphere_from_cameras(_intrinsic_matrices(views), _opencv_poses(views), size, where)
                 normalisation.radius *= 1.0 + margin
@@ -521,9 +560,7 @@ class NeroDataParser(DataParser):
                 trim = config.point_cloud_trim if bounds == "point-cloud" else 0.0
                 normalisation = sphere_from_points(trim_outliers(views.sphere_points, trim), margin, where)
                 normalisation.mode = bounds  # "depth" or "point-cloud"
-        masks = None
-        if views.mask_filenames is not None:
-            masks = [load_foreground_mask(path, views.mask_kind) for path in views.mask_filenames]
+        CONSOLE.print(f"nero-data: unit sphere from '{normalisation.mode}': {normalisation.detail}")
         # The transforms.json poses may carry distortion; the silhouette-ray test uses the pinhole part only.
         check_normalisation(
             normalisation,
@@ -534,7 +571,7 @@ class NeroDataParser(DataParser):
         )
         return normalisation
 
-    def _split_indices(self, views: _Views, split: str) -> np.ndarray:
+    def _split_indices(self, views: PhotoViews, split: str) -> np.ndarray:
         names = views.image_filenames
         if views.split_indices is not None:
             lists = views.split_indices
@@ -555,14 +592,30 @@ class NeroDataParser(DataParser):
         return np.asarray(indices, dtype=np.int64)
 
 
-def _intrinsic_matrices(views: _Views) -> np.ndarray:
+def _view_masks(views: PhotoViews) -> list[np.ndarray] | None:
+    """Every view's foreground mask at the view's (possibly downscaled) size, or None without masks."""
+    if views.mask_filenames is None:
+        return None
+    import cv2
+
+    masks = []
+    for index, path in enumerate(views.mask_filenames):
+        mask = load_foreground_mask(path, views.mask_kind)
+        size = (int(views.widths[index]), int(views.heights[index]))
+        if mask.shape[::-1] != size:
+            mask = cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        masks.append(mask)
+    return masks
+
+
+def _intrinsic_matrices(views: PhotoViews) -> np.ndarray:
     fx, fy, cx, cy = views.intrinsics.T
     matrices = np.zeros((len(fx), 3, 3))
     matrices[:, 0, 0], matrices[:, 1, 1], matrices[:, 0, 2], matrices[:, 1, 2], matrices[:, 2, 2] = fx, fy, cx, cy, 1
     return matrices
 
 
-def _opencv_poses(views: _Views) -> np.ndarray:
+def _opencv_poses(views: PhotoViews) -> np.ndarray:
     """(N, 4, 4) camera-to-world poses with OpenCV camera axes, as the normalisation code takes them."""
     poses = np.tile(np.eye(4), (len(views.camera_to_worlds), 1, 1))
     poses[:, :3, :4] = views.camera_to_worlds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict
 
 import cv2
@@ -10,6 +11,7 @@ import torch
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from recon_plugin.data.nero_dataparser import load_foreground_mask
+from recon_plugin.data.photo_views import read_photo
 
 
 class NeroDataset(InputDataset):
@@ -20,6 +22,15 @@ class NeroDataset(InputDataset):
     The silhouette is called ``fg_mask``, not ``mask``: nerfstudio's pixel sampler would otherwise draw
     rays only inside it, and NeRO needs the background rays.
     """
+
+    def get_numpy_image(self, image_idx: int) -> np.ndarray:
+        """The view's image as its camera sees it: EXIF orientation applied where the dataparser found the camera
+        describes the upright picture, resized (area averaging) to the camera's size under ``--downscale-factor``."""
+        path = Path(self._dataparser_outputs.image_filenames[image_idx])
+        upright = self.metadata.get("photo_upright")
+        camera = self.cameras
+        size = (int(camera.width[image_idx]), int(camera.height[image_idx]))
+        return read_photo(path, size, upright=bool(upright[image_idx]) if upright else False)
 
     def get_image_float32(self, image_idx: int) -> torch.Tensor:
         image = super().get_image_float32(image_idx)

@@ -14,6 +14,7 @@ Three files are understood:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def read_idr_cameras(path: Path) -> CameraSet:
         data = dict(np.load(path))
     except Exception as err:  # zipfile/pickle errors from a corrupt file
         raise RnbDataError(f"{path}: not a readable .npz file ({err})") from err
-    indices = sorted(int(key.rsplit("_", 1)[-1]) for key in data if key.startswith("world_mat_"))
+    # NeuS's files also hold world_mat_inv_i, which is not a view of its own.
+    indices = sorted(int(match.group(1)) for key in data if (match := re.fullmatch(r"world_mat_(\d+)", key)))
     if not indices:
         raise RnbDataError(f"{path}: no world_mat_i entries (IDR cameras)")
     if indices != list(range(len(indices))):
