@@ -23,7 +23,6 @@ relight.png (truth, ``recon-relight`` render and 4x difference of each held-out 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -32,12 +31,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(HERE.parent))
+import common  # noqa: E402  (bench/common.py, found through the path above)
 
-# The process watcher, the tensorboard reader and the machine record are the nero-shape bench's.
-_spec = importlib.util.spec_from_file_location("nero_shape_bench", HERE.parent / "nero_shape" / "run.py")
-shape_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shape_bench)
+BIN = common.BIN
 
 
 def checkpoint_seconds(run_dir: Path) -> dict[int, float]:
@@ -52,10 +49,10 @@ def checkpoint_seconds(run_dir: Path) -> dict[int, float]:
 def train_stage_two(scene: Path, shape_config: Path, iterations: int | None, curve_every: int, workdir: Path) -> dict:
     """``ns-train nero-material`` on ``scene`` with the stage-I run; returns the run folder, command, peak memory."""
     command = [str(BIN / "ns-train"), "nero-material", "--data", str(scene), "--pipeline.model.shape-config"]
-    command += [str(shape_config), *shape_bench.bench_run_flags(workdir, "material", curve_every, iterations)]
+    command += [str(shape_config), *common.bench_run_flags(workdir, "material", curve_every, iterations)]
     run_dir = workdir / "runs" / "material" / "nero-material" / "bench"
     print("  " + " ".join(command), flush=True)
-    watched = shape_bench.run_watched(command, workdir / "train-material.log", run_dir / "nerfstudio_models")
+    watched = common.run_watched(command, workdir / "train-material.log", run_dir / "nerfstudio_models")
     return {
         "command": " ".join(["ns-train", *command[1:]]),
         "run_dir": run_dir,
@@ -108,7 +105,7 @@ def score_checkpoints(config: Path, scene: Path, seconds: dict[int, float], work
     environment = read_environment(scene / "relight" / "environment.exr")
     curve = []
     for step in sorted(seconds):
-        shape_bench.load_checkpoint(pipeline, config.parent, step)
+        common.load_checkpoint(pipeline, config.parent, step)
         materials = material_errors_of_pipeline(pipeline, truth)
         relit_dir = workdir / f"relit-{step}"
         relight_start = time.perf_counter()
@@ -136,7 +133,7 @@ def score_checkpoints(config: Path, scene: Path, seconds: dict[int, float], work
 def final_score(config: Path, scene: Path, workdir: Path) -> dict:
     """The user's commands on the run's last checkpoint: ``recon-eval materials``, ``recon-relight``,
     ``recon-eval relight``."""
-    run = shape_bench.run_checked
+    run = common.run_checked
     materials = run([str(BIN / "recon-eval"), "materials", str(config), str(scene)], workdir / "eval-materials.log")
     relit_dir = workdir / "relit"
     relight = [str(BIN / "recon-relight"), "--load-config", str(config), "--env"]
@@ -145,7 +142,7 @@ def final_score(config: Path, scene: Path, workdir: Path) -> dict:
     run(relight, workdir / "relight.log")
     relight_seconds = time.time() - start
     relit = run([str(BIN / "recon-eval"), "relight", str(relit_dir), str(scene)], workdir / "eval-relight.log")
-    materials, relit = shape_bench.last_json_line(materials), shape_bench.last_json_line(relit)
+    materials, relit = common.last_json_line(materials), common.last_json_line(relit)
     return {
         **{k: materials[k] for k in ("albedo_mae_after_scale", "roughness_mae", "metallic_accuracy", "metallic_mae")},
         **{k: relit[k] for k in ("psnr_object", "psnr_image", "ssim") if k in relit},
@@ -217,7 +214,7 @@ def main() -> None:
 
     iterations = args.iterations or nero_material_config().max_num_iterations
     curve_every = max(1, iterations // args.curve_points)
-    machine = shape_bench.machine_info()
+    machine = common.machine_info()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="nero_material_bench_"))
     workdir.mkdir(parents=True, exist_ok=True)
     if args.stage_two_run is None:
@@ -236,7 +233,7 @@ def main() -> None:
         "iterations": max(seconds),
         "stage_two_seconds": round(max(seconds.values()), 1),
         "stage_one_seconds": round(stage_one_seconds, 1),
-        **{k: round(v, 4) if v is not None else None for k, v in shape_bench.step_timings(run_dir).items()},
+        **{k: round(v, 4) if v is not None else None for k, v in common.step_timings(run_dir).items()},
         "peak_rss_mib": trained["peak_rss_mib"],
         "ray_caster": caster,
         "final": final,
