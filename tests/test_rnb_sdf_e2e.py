@@ -143,6 +143,33 @@ def test_extracted_mesh_is_in_world_units_and_better_than_the_initial_sphere(tra
     assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices)  # albedo colours
 
 
+def test_recon_eval_views_finds_the_true_surface_agreeing_with_every_view(trained, tmp_path):
+    """recon-eval views measures a mesh against the input views: the exact surface must fill every silhouette
+    and carry the input normals; the same surface moved by 5 % of its size must not."""
+    gt_path = trained["scene"] / "gt_mesh.ply"
+
+    def views(mesh: Path, output_dir: Path | None = None) -> dict:
+        command = [str(BIN / "recon-eval"), "views", str(trained["config"]), "--mesh", str(mesh)]
+        command += ["--model-normals", "none"] + (["--output-dir", str(output_dir)] if output_dir else [])
+        return json.loads(run(command, cwd=trained["root"] / "work").stdout.strip().splitlines()[-1])
+
+    exact = views(gt_path, tmp_path / "pictures")
+    assert exact["silhouette_iou"]["min"] > 0.97, exact["silhouette_iou"]
+    assert exact["mesh_normal_error"]["train"]["mean_deg"] < 2.0, exact["mesh_normal_error"]
+    assert exact["detached_area_fraction"] == 0.0
+    assert len(exact["per_view"]) == 12
+    picture = tmp_path / "pictures" / "views" / f"train_{exact['per_view'][0]['name']}.png"
+    assert picture.is_file()
+
+    moved = load_mesh(gt_path)
+    moved.vertices = moved.vertices + 0.05 * moved.extents.max() * np.array([1.0, 0.0, 0.0])
+    moved_path = tmp_path / "moved.ply"
+    moved.export(moved_path)
+    shifted = views(moved_path)
+    assert shifted["silhouette_iou"]["mean"] < exact["silhouette_iou"]["mean"] - 0.03, shifted["silhouette_iou"]
+    assert shifted["mesh_normal_error"]["train"]["mean_deg"] > exact["mesh_normal_error"]["train"]["mean_deg"] + 2.0
+
+
 def test_checkpoint_reloads_through_eval_setup_with_weights_only_default(trained):
     assert tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 6)
     script = (

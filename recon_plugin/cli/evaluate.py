@@ -3,6 +3,7 @@
 recon-eval mesh PRED GT [--scale S] [--thresholds 0.005 0.01 0.02] [--num-samples 200000]
                         [--seed 0] [--transform dataparser_transforms.json]
 recon-eval normals PRED_DIR DATA_DIR [--mask-dir DIR]
+recon-eval views CONFIG [--mesh MESH] [--output-dir DIR] [--model-normals held-out|all|none]
 recon-eval materials CONFIG DATA_DIR
 recon-eval relight PRED_DIR DATA_DIR
 """
@@ -13,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -73,6 +74,56 @@ class NormalsCommand:
 
 
 @dataclass
+class ViewsCommand:
+    """A trained SDF run against its own input views, for captures without a ground-truth mesh: silhouette IoU of
+    the mesh in every view, angular error of the mesh's and the model's normals against the input normal maps
+    (training and held-out views apart), detached pieces, and a picture per view."""
+
+    load_config: Annotated[Path, tyro.conf.Positional, tyro.conf.arg(metavar="CONFIG")]
+    """config.yml of the run (train with the dataparser's ``--eval-mode interval`` to hold views out)."""
+    mesh: Path | None = None
+    """The mesh to score, in world units (recon-extract-mesh's output); default: extracted here at --resolution,
+    largest component, as recon-extract-mesh does."""
+    resolution: int = 512
+    """Marching-cubes resolution when the mesh is extracted here."""
+    output_dir: Path | None = None
+    """Where views/<split>_<name>.png go: input normals | mesh normals | mesh shaded | error (0-30 degrees)."""
+    model_normals: Literal["held-out", "all", "none"] = "held-out"
+    """Which views also get the model's volume-rendered normals scored (a full-size render takes tens of seconds
+    per view on a CPU)."""
+    data: Path | None = None
+    """New location of the training data, if it moved since training."""
+
+    def main(self) -> dict:
+        """Computes the metrics."""
+        import trimesh
+
+        from recon_plugin.eval.view_consistency import detached_fraction, evaluate_views
+        from recon_plugin.export.loading import load_pipeline
+        from recon_plugin.export.mesh import extract_world_mesh, keep_largest_component
+
+        _, pipeline, checkpoint, step = load_pipeline(self.load_config, data=self.data, test_mode="test")
+        log = lambda line: print(line, file=sys.stderr)  # noqa: E731  (stdout carries the JSON line)
+        result: dict = {"checkpoint": str(checkpoint), "step": step}
+        if self.mesh is None:
+            log(f"recon-eval views: extracting the surface at {self.resolution}^3")
+            raw = extract_world_mesh(
+                pipeline, resolution=self.resolution, largest_component=False, vertex_colors=False, log=log
+            )
+            fraction, components = detached_fraction(raw)
+            result["detached_area_fraction"], result["raw_components"] = fraction, components
+            mesh = keep_largest_component(raw)
+        else:
+            if not self.mesh.is_file():
+                raise FileNotFoundError(f"{self.mesh}: mesh file not found")
+            mesh = trimesh.load(self.mesh, process=False, force="mesh")
+            fraction, components = detached_fraction(mesh)
+            result["detached_area_fraction"], result["raw_components"] = fraction, components
+        result.update(evaluate_views(pipeline, mesh, self.output_dir, self.model_normals, log=log))
+        return result
+
+
+@dataclass
 class MaterialsCommand:
     """Material errors of a nero-material run at the ground-truth surface points of a recon-synth glossy scene:
     albedo MAE after a per-channel scale fit, roughness MAE, metallic classified right (threshold 0.5)."""
@@ -109,6 +160,7 @@ class RelightCommand:
 SUBCOMMANDS: dict[str, type] = {
     "mesh": MeshCommand,
     "normals": NormalsCommand,
+    "views": ViewsCommand,
     "materials": MaterialsCommand,
     "relight": RelightCommand,
 }

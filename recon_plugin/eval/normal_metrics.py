@@ -13,12 +13,13 @@ import numpy as np
 
 from recon_plugin.data.image_io import ImageReadError, decode_normals, list_images, read_image
 
-__all__ = ["evaluate_normal_dirs", "normal_angular_error"]
+__all__ = ["angle_map_degrees", "angle_summary", "evaluate_normal_dirs", "normal_angular_error"]
 
 _WITHIN_DEG = (11.25, 22.5, 30.0)
 
 
-def _summary(angles: np.ndarray) -> dict:
+def angle_summary(angles: np.ndarray) -> dict:
+    """Mean, median and RMS of angles in degrees, and how many there are (None values when there are none)."""
     if angles.size == 0:
         return {"mean_deg": None, "median_deg": None, "rmse_deg": None, "num_pixels": 0}
     return {
@@ -51,10 +52,10 @@ def normal_angular_error(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> 
     if mask.shape != pred.shape[:3]:
         raise ValueError(f"mask shape {mask.shape} does not match normal maps {pred.shape[:3]}")
     mask = mask if mask.dtype == bool else mask > 0.5
-    return _aggregate([_angles(p, g) for p, g in zip(pred, gt, strict=True)], list(mask))
+    return _aggregate([angle_map_degrees(p, g) for p, g in zip(pred, gt, strict=True)], list(mask))
 
 
-def _angles(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+def angle_map_degrees(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-pixel angle in degrees between two (..., 3) normal maps, after renormalisation."""
 
     pred_norm = np.linalg.norm(pred, axis=-1, keepdims=True)
@@ -71,10 +72,10 @@ def _aggregate(angles: list[np.ndarray], masks: list[np.ndarray]) -> dict:
     """Overall and per-view summaries of per-view angle maps on their masks."""
     per_view = [a[m] for a, m in zip(angles, masks, strict=True)]
     masked = np.concatenate(per_view) if per_view else np.zeros(0)
-    result = _summary(masked)
+    result = angle_summary(masked)
     for t in _WITHIN_DEG:
         result[f"within_{t:g}deg"] = float(np.mean(masked < t)) if masked.size else None
-    result["per_view"] = [_summary(v) for v in per_view]
+    result["per_view"] = [angle_summary(v) for v in per_view]
     return result
 
 
@@ -110,7 +111,7 @@ def evaluate_normal_dirs(pred_dir: Path | str, data_dir: Path | str, mask_dir: P
             raise ImageReadError(f"{pred_file}: size {pred.shape[:2]} differs from {gt_file} {gt.shape[:2]}")
         if mask.shape != gt.shape[:2]:
             raise ImageReadError(f"{mask_file}: size {mask.shape} differs from {gt_file} {gt.shape[:2]}")
-        angles.append(_angles(pred, gt))
+        angles.append(angle_map_degrees(pred, gt))
         masks.append(mask > 0.5)
     result = _aggregate(angles, masks)
     for view, name in zip(result["per_view"], gt_files, strict=True):
