@@ -436,6 +436,35 @@ def test_export_writes_a_valid_glb_in_world_units_vertex_materials_and_the_envir
     torch.testing.assert_close(read_environment(exported / "environment.hdr"), environment, rtol=0.02, atol=1e-3)
 
 
+def test_export_decimates_the_textured_model_to_the_face_budget_and_says_so(trained, tmp_path):
+    """A stage-I mesh has about a million faces, and xatlas's unwrap time grows faster than that: model.glb gets a
+    decimated copy (the textures carry the materials), materials.ply keeps every face, and each stage is printed."""
+    gt = trimesh.load(trained["scene"] / "gt_mesh.ply", force="mesh")
+    budget = len(gt.faces) // 3
+    out = tmp_path / "decimated"
+    result = run(
+        [str(BIN / "recon-export-materials"), "--load-config", str(trained["config"]), "--output-dir", str(out),
+         "--texture-size", str(TEXTURE_SIZE), "--environment-height", "16", "--max-faces", str(budget)],
+        cwd=trained["root"],
+    )  # fmt: skip
+    for stage in ("per-vertex materials of", "decimating", "UV atlas (xatlas) of", "baking", "model.glb:", "done in"):
+        assert stage in result.stdout, (stage, result.stdout)
+    issues = validate_glb(out / "model.glb", tmp_path)
+    assert issues["numErrors"] == 0 and issues["numWarnings"] == 0, issues["messages"]
+    document, blob = read_glb_json(out / "model.glb")
+    primitive = document["meshes"][0]["primitives"][0]
+    faces = _accessor(document, blob, primitive["indices"]).reshape(-1, 3)
+    assert budget // 2 < len(faces) <= budget
+    positions = _accessor(document, blob, primitive["attributes"]["POSITION"]).astype(np.float64)
+    # The decimated surface stays on the original one (world units).
+    distances = np.abs(trimesh.proximity.signed_distance(gt, positions[:: max(1, len(positions) // 500)]))
+    assert distances.max() < 0.01 * gt.extents.max(), distances.max()
+    vertices = trimesh.load(out / "materials.ply", process=False).metadata["_ply_raw"]["vertex"]["data"]
+    assert len(vertices) == len(gt.vertices)
+    summary = json.loads((out / "materials.json").read_text())
+    assert summary["faces"] == len(gt.faces) and summary["model_glb_faces"] == len(faces)
+
+
 def test_exported_textures_hold_the_field_values_at_surface_points(trained, exported):
     from recon_plugin.export.loading import load_pipeline
     from recon_plugin.export.materials import query_materials

@@ -22,12 +22,17 @@ class ExportMaterials:
     """Width and height of the base-colour and metallic-roughness textures."""
     environment_height: int = 128
     """Rows of the exported equirect environment (columns = 2 x rows)."""
+    max_faces: int = 100_000
+    """model.glb's mesh is decimated to at most this many triangles (the textures carry the material detail;
+    the UV unwrap takes about 40 s per 100k faces on one CPU core). materials.ply keeps every face."""
     data: Path | None = None
     """New location of the training data, if it moved since training."""
 
     def main(self) -> None:
         if self.texture_size < 8:
             raise ValueError(f"--texture-size must be >= 8, got {self.texture_size}")
+        if self.max_faces < 4:
+            raise ValueError(f"--max-faces must be >= 4, got {self.max_faces}")
         if self.environment_height < 2:
             raise ValueError(f"--environment-height must be >= 2, got {self.environment_height}")
         from recon_plugin.export.loading import load_pipeline
@@ -39,7 +44,9 @@ class ExportMaterials:
                 f"{self.load_config}: a {config.method_name} run; recon-export-materials reads nero-material"
             )
         print(f"recon-export-materials: {checkpoint} (step {step})")
-        written = export_materials(pipeline, self.output_dir, self.texture_size, self.environment_height)
+        written = export_materials(
+            pipeline, self.output_dir, self.texture_size, self.environment_height, max_faces=self.max_faces
+        )
         print(f"recon-export-materials: wrote {', '.join(sorted(written))} to {self.output_dir}")
 
 

@@ -80,7 +80,7 @@ class MeshRayCaster:
         self.vertices = torch.from_numpy(vertices)
         self.faces = torch.from_numpy(faces_array.astype(np.int64))
         if vertex_normals is None:
-            self.vertex_normals = _area_weighted_vertex_normals(self.vertices, self.faces)
+            self.vertex_normals = area_weighted_vertex_normals(self.vertices, self.faces)
         else:
             normals = torch.as_tensor(_numpy(vertex_normals), dtype=torch.float32)
             if normals.shape != self.vertices.shape or not bool(torch.isfinite(normals).all()):
@@ -168,17 +168,17 @@ def smoothed_vertex_normals(vertices: Tensor | np.ndarray, faces: Tensor | np.nd
     vertices_np = np.asarray(_numpy(vertices), dtype=np.float64)
     faces_np = np.asarray(_numpy(faces), dtype=np.int64)
     faces_t = torch.as_tensor(faces_np)
-    own = _area_weighted_vertex_normals(torch.as_tensor(vertices_np, dtype=torch.float32), faces_t)
+    own = area_weighted_vertex_normals(torch.as_tensor(vertices_np, dtype=torch.float32), faces_t)
     if iterations <= 0:
         return own
     mesh = trimesh.Trimesh(vertices_np, faces_np, process=False)
     trimesh.smoothing.filter_taubin(mesh, lamb=0.5, nu=-0.53, iterations=iterations)
-    smoothed = _area_weighted_vertex_normals(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32), faces_t)
+    smoothed = area_weighted_vertex_normals(torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float32), faces_t)
     agrees = (smoothed * own).sum(-1, keepdim=True) > 0.5
     return torch.where(agrees, smoothed, own)
 
 
-def _area_weighted_vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
+def area_weighted_vertex_normals(vertices: Tensor, faces: Tensor) -> Tensor:
     """Unit vertex normals: the sum of the adjacent faces' cross products (area-weighted normals)."""
     corners = vertices[faces]
     cross = torch.linalg.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])

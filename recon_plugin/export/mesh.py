@@ -114,6 +114,22 @@ def keep_largest_component(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     return max(components, key=lambda part: len(part.faces))
 
 
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric-error decimation (open3d) to at most ``max_faces`` triangles; the mesh as it is when already
+    within the budget. Returns float64 vertices and int64 faces."""
+    if len(faces) <= max_faces:
+        return np.asarray(vertices, np.float64), np.asarray(faces, np.int64)
+    import open3d as o3d
+
+    mesh = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)), o3d.utility.Vector3iVector(np.asarray(faces))
+    )
+    simplified = mesh.simplify_quadric_decimation(target_number_of_triangles=int(max_faces))
+    simplified.remove_unreferenced_vertices()
+    simplified.remove_degenerate_triangles()
+    return np.asarray(simplified.vertices, np.float64), np.asarray(simplified.triangles, np.int64)
+
+
 def write_mesh_atomic(mesh: trimesh.Trimesh, path: Path) -> None:
     """Writes next to the target and renames, so an interrupted export leaves no truncated file."""
     path = Path(path)
