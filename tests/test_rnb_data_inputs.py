@@ -529,3 +529,24 @@ def test_silhouettes_that_disagree_carve_nothing(sphere_without_scale_mat, tmp_p
 
 def _write_ply(path: Path, points: np.ndarray) -> None:
     trimesh.PointCloud(points).export(path)
+
+
+DILIGENT_COW = FIXTURE.parent / "real" / "diligent_mv" / "cow"
+
+
+@pytest.mark.skipif(not DILIGENT_COW.is_dir(), reason="DiLiGenT-MV fixture not present")
+def test_diligent_maps_without_masks_take_the_zero_vector_code_as_background(tmp_path: Path):
+    """DiLiGenT-MV codes the background as (0.5, 0.5, 0.5), a zero normal; without mask/ that code is the
+    silhouette (not a backdrop for the background field), and it matches the shipped masks."""
+    data = tmp_path / "cow"
+    data.mkdir()
+    for name in ("cameras.npz", "normal", "albedo", "mask_normal_uncertainty"):
+        (data / name).symlink_to(DILIGENT_COW / name)
+    outputs = parse(data)
+    assert outputs.metadata["rnb_silhouette_source"] == "zero-normal"
+    dataset = RnbDataset(outputs)
+    for view in (0, 7, 19):
+        silhouette = dataset[view]["fg_mask"][..., 0].numpy() > 0.5
+        mask = read_image(DILIGENT_COW / "mask" / f"{view:03d}.png") > 0.5
+        iou = (silhouette & mask).sum() / (silhouette | mask).sum()
+        assert iou > 0.97, (view, iou)

@@ -79,11 +79,12 @@ class RnbDataParserConfig(DataParserConfig):
     silhouette: Literal["auto", "mask", "normal-alpha", "zero-normal", "none"] = "auto"
     """Source of the silhouette, delivered to the model as the batch key ``fg_mask`` (it trains the mask term):
     "mask" = the mask folder, "normal-alpha" = the alpha channel of RGBA normal maps (RNb-NeuS2), "zero-normal" =
-    pixels whose normal is encoded as all-zero are background (photometric-stereo output without masks), "none" =
-    no silhouette (the batch then carries ``valid_normal``). "auto" takes the mask folder when present, else the
-    normal maps' alpha when they have one, else the zero code when at least 1 % of the first map uses it, else
-    none (maps whose background holds a backdrop's normals: the model's background field takes those). The choice
-    is logged and recorded as ``rnb_silhouette_source`` in the dataparser outputs' metadata."""
+    pixels whose normal is encoded as all-zero or as a zero vector, (0.5, 0.5, 0.5), are background
+    (photometric-stereo output without masks), "none" = no silhouette (the batch then carries ``valid_normal``).
+    "auto" takes the mask folder when present, else the normal maps' alpha when they have one, else the zero code
+    when at least 1 % of the first map uses it, else none (maps whose background holds a backdrop's normals: the
+    model's background field takes those). The choice is logged and recorded as ``rnb_silhouette_source`` in the
+    dataparser outputs' metadata."""
     silhouette_threshold: float = 0.5
     """A mask or normal-alpha value above this (as a fraction of the bit depth's range) is foreground."""
     uncertainty_alpha_threshold: float = 0.99
@@ -382,7 +383,7 @@ class RnbDataParser(DataParser):
                 raise RnbDataError(f"{normal_path}: has no alpha channel, unlike {views.normal[0]}")
             mask = view_silhouette(normal_image, images[-1], views.silhouette_source, config.silhouette_threshold)
             if mask is None:
-                mask = normal_image[..., :3].max(axis=-1) > 0
+                mask = coded_normal_present(normal_image)
             else:
                 silhouettes.append(mask)
             norms = np.linalg.norm(normal_image_to_vectors(normal_path, normal_image), axis=-1)[mask]
@@ -419,15 +420,24 @@ def view_silhouette(
     if source == "normal-alpha" and normal_image.ndim == 3 and normal_image.shape[2] == 4:
         return normal_image[..., 3] > threshold
     if source == "zero-normal":
-        return normal_image[..., :3].max(axis=-1) > 0
+        return coded_normal_present(normal_image)
     return None
 
 
+def coded_normal_present(normal_image: np.ndarray) -> np.ndarray:
+    """Pixels of a PNG-coded normal map ((n + 1) / 2) that hold a normal. Photometric-stereo output marks the rest
+    with the all-zero code, or with the code of a zero vector, (0.5, 0.5, 0.5) (DiLiGenT-MV's background); no unit
+    normal encodes to either, so a pixel holds one when it is not all-zero and decodes to a vector of length at
+    least 0.5."""
+    code = normal_image[..., :3]
+    return (code.max(axis=-1) > 0) & (np.linalg.norm(code * 2.0 - 1.0, axis=-1) >= 0.5)
+
+
 def has_zero_coded_background(path: Path, normal_image: np.ndarray, min_fraction: float = 0.01) -> bool:
-    """Whether a PNG normal map marks background with the all-zero code (no valid normal encodes to (0, 0, 0))."""
+    """Whether a PNG normal map marks background with a code no normal has (see :func:`coded_normal_present`)."""
     if path.suffix.lower() == ".exr":
         return False
-    return float(np.mean(normal_image[..., :3].max(axis=-1) <= 0)) >= min_fraction
+    return float(np.mean(~coded_normal_present(normal_image))) >= min_fraction
 
 
 def foreground_mask(mask_image: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -10,13 +10,18 @@ import torch
 from nerfstudio.data.datasets.base_dataset import InputDataset
 
 from recon_plugin.data.image_io import read_image
-from recon_plugin.data.rnb_dataparser import foreground_mask, normal_image_to_vectors, view_silhouette
+from recon_plugin.data.rnb_dataparser import (
+    coded_normal_present,
+    foreground_mask,
+    normal_image_to_vectors,
+    view_silhouette,
+)
 
 
 class RnbDataset(InputDataset):
     """Returns, per view: ``normal`` (H, W, 3, world frame, unit), ``albedo`` (H, W, 3) when present,
     ``fg_mask`` (H, W, 1) when the dataparser found a silhouette source (mask folder or the alpha of RGBA
-    normal maps; else ``valid_normal``: pixels whose normal is not the all-zero background code),
+    normal maps; else ``valid_normal``: pixels whose normal is not coded as absent),
     ``normal_weight`` (H, W, 1) with uncertainty masks (their folder, or the alpha of RGBA albedo maps), and
     ``image``: the albedo shaded by a headlight, which is what the model's ``rgb`` output renders.
 
@@ -52,8 +57,8 @@ class RnbDataset(InputDataset):
             mask = self._resized(mask.astype(np.float32), cv2.INTER_NEAREST) > 0.5
             data["fg_mask"] = torch.from_numpy(mask[..., None].astype(np.float32))
         else:
-            # Without masks, background pixels are those whose normal is encoded as all-zero.
-            mask = normal_image[..., :3].max(axis=-1) > 0
+            # Without masks, background pixels are those whose normal is coded as absent (all-zero or zero vector).
+            mask = coded_normal_present(normal_image)
             if normal_path.suffix.lower() == ".exr" or mask.all():
                 mask = np.ones(normal_image.shape[:2], dtype=bool)
             mask = self._resized(mask.astype(np.float32), cv2.INTER_NEAREST) > 0.5
