@@ -86,3 +86,39 @@ def test_eval_outputs_carry_no_graph_and_empty_rays_end_behind_the_scene_box(nam
     # The missed ray never meets the sqrt(3) sphere around the box either: it ends where it is closest to it.
     assert float(outputs["depth"][1]) == pytest.approx(3.0, abs=1e-4)
     assert float(outputs["depth"][0]) == pytest.approx(2.5, abs=0.05)  # the initial sphere is met at z = 0.5
+
+
+def test_surface_smoothness_compares_normals_on_the_surface_and_trains_the_field():
+    """The term is the squared difference of unit normals at each opaque ray's surface point and a neighbour: small
+    on the smooth initial sphere, larger once the SDF carries bumps, and its gradient reaches the grid."""
+    model = small_model("rnb-sdf")
+    model.config.surface_smoothness_loss_mult = 1.0
+    model.config.surface_smoothness_radius = 0.02
+    model.set_step(0)
+    model.variance.set_floor(500.0)
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    targets = F.normalize(torch.randn(256, 3, generator=generator), dim=-1) * 0.3
+    origins = targets * 0 + torch.tensor([0.0, 0.0, 3.0])
+    directions = F.normalize(targets - origins, dim=-1)
+    bundle = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(256, 1))
+
+    def loss() -> torch.Tensor:
+        value = model.surface_smoothness_loss(model.sample(bundle))
+        assert value is not None
+        return value
+
+    # On the sphere of radius 0.5, neighbours 0.02 apart have normals about 0.02 / 0.5 rad apart.
+    smooth = float(loss())
+    assert smooth < 3 * (0.02 / 0.5) ** 2
+    model.field.set_active_levels(model.config.sdf_field.num_levels)
+    with torch.no_grad():
+        for table in model.field.grid.tables:
+            table.normal_(std=0.2)
+        model.field.layers[-1].weight.normal_(std=0.2)
+    bumpy = loss()
+    assert float(bumpy) > 5 * smooth
+    bumpy.backward()
+    assert all(table.grad is not None and table.grad.abs().sum() > 0 for table in model.field.grid.tables)
+    model.config.surface_smoothness_loss_mult = 0.0
+    assert model.surface_smoothness_loss(model.sample(bundle)) is None

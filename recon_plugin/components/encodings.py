@@ -213,10 +213,8 @@ class HashGridEncoding(nn.Module):
     def _torch_forward(self, positions: Tensor) -> Tensor:
         scaled = positions[:, None, :] * self.level_scales[None, :, None] + 0.5  # (N, L, 3), grid units
         # grid_sample is the fast way to read a dense level, but only differentiable twice on recent torch.
-        use_grid_sample = (
-            self.interpolation == "linear"
-            and not self.force_gather
-            and (not torch.is_grad_enabled() or grid_sample_double_backward_supported())
+        use_grid_sample = not self.force_gather and (
+            not torch.is_grad_enabled() or grid_sample_double_backward_supported()
         )
         features = []
         for level in range(self.num_levels):
@@ -227,8 +225,17 @@ class HashGridEncoding(nn.Module):
         return torch.cat(features, dim=-1)
 
     def _dense_level(self, level: int, scaled: Tensor) -> Tensor:
-        """A dense level is a plain voxel grid: trilinear lookup through grid_sample (fast on CPU)."""
+        """A dense level is a plain voxel grid: trilinear lookup through grid_sample (fast on CPU).
+
+        Smoothstep interpolation is trilinear interpolation at a warped position: inside its cell a point moves from
+        fraction f to f^2 (3 - 2 f), which makes grid_sample's corner weights the smoothstep weights (and autograd's
+        spatial derivative the chain rule through the warp).
+        """
         assert self.tables is not None
+        if self.interpolation == "smoothstep":
+            cell = torch.floor(scaled).detach()
+            fraction = scaled - cell
+            scaled = cell + fraction * fraction * (3.0 - 2.0 * fraction)
         volume = self.tables[level]  # (1, F, z, y, x)
         grid = scaled * (2.0 / (self.level_resolutions_list[level] - 1)) - 1.0
         sampled = F.grid_sample(

@@ -78,6 +78,14 @@ class SDFModelConfig(ModelConfig):
     """Extra uniform points in the unit sphere for the eikonal term (training only)."""
     mask_loss_mult: float = 1.0
     """BCE between accumulation and the data's foreground mask, when the batch has one."""
+    surface_smoothness_loss_mult: float = 0.0
+    """Weight of the surface-smoothness term: the squared difference between the SDF normal at a ray's surface
+    point and at a point ``surface_smoothness_radius`` away (a curvature penalty on the surface itself, where
+    the volume-point curvature term rarely lands)."""
+    surface_smoothness_radius: float = 0.01
+    """Distance, in the normalised frame (unit sphere), between the two points the smoothness term compares."""
+    surface_smoothness_points: int = 1024
+    """At most this many surface points per step for the smoothness term."""
 
 
 def sdf_optimizers(warmup_fraction: float) -> Dict[str, Dict[str, Any]]:
@@ -235,6 +243,36 @@ class SDFModel(Model):
             points = torch.cat([points, points + F.normalize(torch.randn_like(points), dim=-1) * 0.01])
         _, _, gradient = self.field.get_sdf_and_gradient(points, create_graph=True)
         return gradient
+
+    def surface_smoothness_loss(self, rays: SampledRays) -> Tensor | None:
+        """Weighted mean squared difference of unit SDF normals at surface points and at random neighbours
+        ``surface_smoothness_radius`` away; None when off, in eval, or when no ray meets the surface.
+
+        A ray's surface point is its render sample of highest weight on rays that are mostly opaque. The normal
+        there is the one the shading used (its graph kept); only the neighbours cost an extra gradient pass.
+        """
+        config = self.config
+        if config.surface_smoothness_loss_mult <= 0 or not self.training:
+            return None
+        samples = rays.samples
+        weights = samples.weights.detach()
+        if weights.numel() == 0:
+            return None
+        best = weights.argmax(dim=1)
+        rows = torch.arange(weights.shape[0], device=weights.device)
+        opaque = weights.sum(dim=1) > 0.5
+        rows, best = rows[opaque], best[opaque]
+        if rows.numel() == 0:
+            return None
+        if rows.numel() > config.surface_smoothness_points:
+            keep = torch.randperm(rows.numel(), device=rows.device)[: config.surface_smoothness_points]
+            rows, best = rows[keep], best[keep]
+        points = samples.points[rows, best].detach()
+        normals = F.normalize(samples.gradient[rows, best], dim=-1)
+        offsets = F.normalize(torch.randn_like(points), dim=-1) * config.surface_smoothness_radius
+        _, _, neighbour_gradient = self.field.get_sdf_and_gradient(points + offsets, create_graph=True)
+        difference = (normals - F.normalize(neighbour_gradient, dim=-1)).pow(2).sum(dim=-1)
+        return config.surface_smoothness_loss_mult * difference.mean()
 
     # ------------------------------------------------------------------ losses and metrics
     def eikonal_loss(self, gradient: Tensor) -> Tensor:

@@ -211,6 +211,9 @@ class RnbSDFModel(SDFModel):
                     bg_cosine.clamp(min=0.0),
                 )
         terms["eikonal_gradient"] = torch.cat([samples.gradient.reshape(-1, 3), eikonal_extra], dim=0)
+        smoothness = self.surface_smoothness_loss(rays)
+        if smoothness is not None:
+            terms["surface_smoothness_loss"] = smoothness
         return terms
 
     def get_rgba_image(self, outputs: Dict[str, Tensor], output_name: str = "rgb") -> Tensor:
@@ -296,6 +299,8 @@ class RnbSDFModel(SDFModel):
         mask_loss = self.mask_loss(outputs, batch)
         if mask_loss is not None:
             loss_dict["mask_loss"] = mask_loss
+        if "surface_smoothness_loss" in outputs["loss_terms"]:
+            loss_dict["surface_smoothness_loss"] = outputs["loss_terms"]["surface_smoothness_loss"]
         if self.config.curvature_loss_mult > 0 and self.training:
             count = self.config.num_eikonal_points
             pairs = eikonal[-2 * count :]
