@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench lint browser clean
+.PHONY: install demo test bench lint browser colmap clean
 
 # The Python packages, then the system libraries they need (libusb for open3d, ffmpeg for ns-render):
 # installed with apt-get when run as root, otherwise named; ends by checking `import open3d` and `ns-export`.
@@ -31,6 +31,14 @@ browser:
 	      || echo "make browser: could not install chromium; the browser test will be skipped"; \
 	  else echo "make browser: chromium missing and cannot be installed here; the browser test will be skipped"; fi; }
 
+# COLMAP for `ns-process-data images` (the photos-only path of nero-shape; Debian package, about 50 packages
+# with its Qt and Ceres dependencies, so not part of `make install`).
+colmap:
+	@command -v colmap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq colmap >/dev/null; \
+	  else echo "make colmap: run 'sudo apt-get install colmap' (Debian/Ubuntu) or install COLMAP from colmap.github.io"; exit 1; fi; }
+
 test: install browser
 	$(BIN)/python -m pytest -q tests
 
@@ -38,7 +46,7 @@ lint: install
 	$(BIN)/ruff check recon_plugin tests bench
 	$(BIN)/ruff format --check recon_plugin tests bench
 
-bench: install
+bench: install colmap
 	$(BIN)/python bench/rnb_sdf/run.py
 	@if [ -f bench/render_queue/run.py ]; then $(BIN)/python bench/render_queue/run.py; fi
 	# nero-shape: each head on one torch thread (the README's protocol ran the two at once, a core each).
@@ -49,6 +57,9 @@ bench: install
 	OMP_NUM_THREADS=1 $(BIN)/python bench/nero_material/run.py --scene build/bench/nero_shape/scene \
 		--shape-config build/bench/nero_shape/runs/split-sum/nero-shape/bench/config.yml --workdir build/bench/nero_material
 	$(BIN)/python bench/pbr_fusion/run.py
+	# Real captures (../shared/fixtures/real): rnb-sdf on DiLiGenT-MV, nero-shape/-material on DTU scan 37, the
+	# LLFF Ethiopian head, and the photos-only path (COLMAP) on scan 37's images.
+	$(BIN)/python bench/real/run.py --workdir build/bench/real
 
 clean:
 	rm -rf demo_output outputs .pytest_cache

@@ -210,3 +210,27 @@ def test_cli_normals_on_png_folders(tmp_path: Path) -> None:
     (pred / "001.png").unlink()
     with pytest.raises(ValueError, match="image counts differ"):
         evaluate_normal_dirs(pred, data)
+
+
+def test_camera_errors_undo_a_similarity_and_measure_what_remains():
+    from scipy.spatial.transform import Rotation
+
+    from recon_plugin.eval.camera_metrics import camera_errors
+
+    rng = np.random.default_rng(0)
+    reference = np.tile(np.eye(4), (12, 1, 1))
+    reference[:, :3, :3] = Rotation.random(12, random_state=1).as_matrix()
+    reference[:, :3, 3] = rng.normal(size=(12, 3)) * 100.0
+    # The estimate: the same rig in another frame (scale 0.01, rotated, moved), one view perturbed.
+    rotation = Rotation.from_euler("xyz", [10, -40, 70], degrees=True).as_matrix()
+    estimate = reference.copy()
+    estimate[:, :3, :3] = rotation @ reference[:, :3, :3]
+    estimate[:, :3, 3] = 0.01 * reference[:, :3, 3] @ rotation.T + np.array([1.0, 2.0, 3.0])
+    errors, alignment = camera_errors(estimate, reference)
+    assert abs(errors["scale"] - 100.0) < 1e-6
+    assert errors["centre_error"]["max"] < 1e-6 and errors["rotation_error_deg"]["max"] < 1e-5
+    np.testing.assert_allclose(alignment.points(estimate[:, :3, 3]), reference[:, :3, 3], atol=1e-6)
+    estimate[4, :3, :3] = estimate[4, :3, :3] @ Rotation.from_euler("z", 3, degrees=True).as_matrix()
+    errors, _ = camera_errors(estimate, reference)
+    assert abs(errors["per_view"][4]["rotation_error_deg"] - 3.0) < 1e-6
+    assert errors["rotation_error_deg"]["median"] < 1e-5

@@ -53,7 +53,7 @@ def test_eval_mode_returns_the_training_loss_terms_without_a_graph():
     model.eval()
     eval_outputs = model(rays)  # autograd is on, as in nerfstudio's eval-batch step
     eval_losses = model.get_loss_dict(eval_outputs, batch)
-    assert set(eval_losses) == set(train_losses) == {"rnb_loss", "eikonal_loss", "mask_loss"}
+    assert set(eval_losses) == set(train_losses) == {"rnb_loss", "eikonal_loss", "mask_loss", "surface_smoothness_loss"}
     for name, value in eval_losses.items():
         assert torch.isfinite(value) and not value.requires_grad, name
     assert all(not v.requires_grad for v in eval_outputs.values() if isinstance(v, torch.Tensor))

@@ -104,8 +104,8 @@ def test_surface_smoothness_compares_normals_on_the_surface_and_trains_the_field
     bundle = RayBundle(origins=origins, directions=directions, pixel_area=torch.ones(256, 1))
 
     def loss() -> torch.Tensor:
-        value = model.surface_smoothness_loss(model.sample(bundle))
-        assert value is not None
+        volume, value = model.regulariser_gradients(model.sample(bundle))
+        assert value is not None and volume.shape == (model.config.num_eikonal_points, 3)
         return value
 
     # On the sphere of radius 0.5, neighbours 0.02 apart have normals about 0.02 / 0.5 rad apart.
@@ -121,4 +121,4 @@ def test_surface_smoothness_compares_normals_on_the_surface_and_trains_the_field
     bumpy.backward()
     assert all(table.grad is not None and table.grad.abs().sum() > 0 for table in model.field.grid.tables)
     model.config.surface_smoothness_loss_mult = 0.0
-    assert model.surface_smoothness_loss(model.sample(bundle)) is None
+    assert model.regulariser_gradients(model.sample(bundle))[1] is None

@@ -228,53 +228,78 @@ class SDFModel(Model):
         ``accumulation``, ``depth``, ...; loss inputs under ``loss_terms``)."""
         raise NotImplementedError(f"{type(self).__name__} must implement shade()")
 
-    def volume_gradients(self, with_neighbours: bool = False) -> Tensor:
-        """SDF gradients at ``num_eikonal_points`` uniform points in the unit sphere (regularises the whole volume).
+    def regulariser_gradients(self, rays: SampledRays, with_neighbours: bool = False) -> tuple[Tensor, Tensor | None]:
+        """One gradient pass for the regularisers: SDF gradients at ``num_eikonal_points`` uniform points in the unit
+        sphere (the eikonal term over the whole volume; ``with_neighbours`` appends a point 0.01 away from each, for
+        terms comparing neighbouring gradients), and the surface-smoothness loss (None when off), whose points join
+        the same pass: each pass back-propagates twice through the dense grid, about 0.1 s a step on a CPU.
 
-        Training only: eval losses use the render samples alone, so they do not depend on the random state.
-        ``with_neighbours`` appends a point 0.01 away from each one, for terms comparing neighbouring gradients.
-        """
-        count = self.config.num_eikonal_points
-        if count <= 0 or not self.training:
-            return torch.zeros(0, 3, device=self.device)
-        directions = F.normalize(torch.randn(count, 3, device=self.device), dim=-1)
-        points = directions * torch.rand(count, 1, device=self.device) ** (1.0 / 3.0)
-        if with_neighbours:
-            points = torch.cat([points, points + F.normalize(torch.randn_like(points), dim=-1) * 0.01])
-        _, _, gradient = self.field.get_sdf_and_gradient(points, create_graph=True)
-        return gradient
+        The smoothness loss is the squared difference of unit normals at each mostly opaque ray's surface point (its
+        render sample of highest weight; the normal the shading used, its graph kept) and at a random neighbour
+        ``surface_smoothness_radius`` away, averaged over at most ``surface_smoothness_points`` rays.
 
-    def surface_smoothness_loss(self, rays: SampledRays) -> Tensor | None:
-        """Weighted mean squared difference of unit SDF normals at surface points and at random neighbours
-        ``surface_smoothness_radius`` away; None when off, in eval, or when no ray meets the surface.
-
-        A ray's surface point is its render sample of highest weight on rays that are mostly opaque. The normal
-        there is the one the shading used (its graph kept); only the neighbours cost an extra gradient pass.
+        In eval (nerfstudio's eval-batch losses) there are no volume points, and the neighbours' directions come from a
+        fixed seed, so the eval losses do not depend on the random state.
         """
         config = self.config
-        if config.surface_smoothness_loss_mult <= 0 or not self.training:
-            return None
+        empty = torch.zeros(0, 3, device=self.device)
+        points = [empty]
+        count = config.num_eikonal_points
+        if count > 0 and self.training:
+            directions = F.normalize(torch.randn(count, 3, device=self.device), dim=-1)
+            volume = directions * torch.rand(count, 1, device=self.device) ** (1.0 / 3.0)
+            if with_neighbours:
+                volume = torch.cat([volume, volume + F.normalize(torch.randn_like(volume), dim=-1) * 0.01])
+            points.append(volume)
+        num_volume = sum(len(part) for part in points)
+        surface_normals = self._surface_normals_and_neighbours(rays, points)
+        if sum(len(part) for part in points) == 0:
+            return empty, None
+        _, _, gradient = self.field.get_sdf_and_gradient(torch.cat(points), create_graph=self.training)
+        smoothness = None
+        if surface_normals is not None:
+            neighbour = F.normalize(gradient[num_volume:], dim=-1)
+            difference = (surface_normals - neighbour).pow(2).sum(dim=-1)
+            smoothness = config.surface_smoothness_loss_mult * difference.mean()
+        return gradient[:num_volume], smoothness
+
+    def _surface_normals_and_neighbours(self, rays: SampledRays, points: List[Tensor]) -> Tensor | None:
+        """For the smoothness term: appends the neighbour points to ``points``, returns the surface normals."""
+        config = self.config
         samples = rays.samples
-        weights = samples.weights.detach()
-        if weights.numel() == 0:
+        if config.surface_smoothness_loss_mult <= 0 or samples.weights.numel() == 0:
             return None
+        weights = samples.weights.detach()
         best = weights.argmax(dim=1)
         rows = torch.arange(weights.shape[0], device=weights.device)
         opaque = weights.sum(dim=1) > 0.5
         rows, best = rows[opaque], best[opaque]
         if rows.numel() == 0:
             return None
+        generator = None if self.training else torch.Generator(device=rows.device).manual_seed(0)
         if rows.numel() > config.surface_smoothness_points:
-            keep = torch.randperm(rows.numel(), device=rows.device)[: config.surface_smoothness_points]
+            order = torch.randperm(rows.numel(), device=rows.device, generator=generator)
+            keep = order[: config.surface_smoothness_points]
             rows, best = rows[keep], best[keep]
-        points = samples.points[rows, best].detach()
-        normals = F.normalize(samples.gradient[rows, best], dim=-1)
-        offsets = F.normalize(torch.randn_like(points), dim=-1) * config.surface_smoothness_radius
-        _, _, neighbour_gradient = self.field.get_sdf_and_gradient(points + offsets, create_graph=True)
-        difference = (normals - F.normalize(neighbour_gradient, dim=-1)).pow(2).sum(dim=-1)
-        return config.surface_smoothness_loss_mult * difference.mean()
+        surface = samples.points[rows, best].detach()
+        offsets = torch.randn(surface.shape, device=surface.device, generator=generator)
+        offsets = F.normalize(offsets, dim=-1) * config.surface_smoothness_radius
+        points.append(surface + offsets)
+        return F.normalize(samples.gradient[rows, best], dim=-1)
 
     # ------------------------------------------------------------------ losses and metrics
+    def regulariser_losses(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """The losses every SDF method adds to its own: eikonal (on ``loss_terms["eikonal_gradient"]``), mask (when
+        the batch has ``fg_mask``) and surface smoothness (when ``regulariser_gradients`` computed it)."""
+        terms = outputs["loss_terms"]
+        losses = {"eikonal_loss": self.eikonal_loss(terms["eikonal_gradient"])}
+        mask_loss = self.mask_loss(outputs, batch)
+        if mask_loss is not None:
+            losses["mask_loss"] = mask_loss
+        if "surface_smoothness_loss" in terms:
+            losses["surface_smoothness_loss"] = terms["surface_smoothness_loss"]
+        return losses
+
     def eikonal_loss(self, gradient: Tensor) -> Tensor:
         """Weighted mean of (|grad f| - 1)^2 over the given SDF gradients (N, 3)."""
         return self.config.eikonal_loss_mult * ((gradient.norm(dim=-1) - 1.0) ** 2).mean()

@@ -51,6 +51,8 @@ class ViewEvidence:
     """(H, W, 3) unit world-frame input normals, or None (photo data)."""
     trusted: np.ndarray | None
     """(H, W) bool pixels whose input normal the estimator trusts (uncertainty mask), or None."""
+    image: np.ndarray
+    """(H, W, 3) the view's image in [0, 1] (a photo, or the shaded reflectance of normal-map data)."""
     rotation: np.ndarray
     """(3, 3) camera-to-world rotation (OpenGL axes)."""
 
@@ -97,6 +99,7 @@ def _view_evidence(pipeline: Pipeline) -> List[ViewEvidence]:
                     mask=mask[..., 0].numpy() > 0.5,
                     normal=None if normal is None else normal.numpy(),
                     trusted=None if trusted is None else trusted[..., 0].numpy() > 0.5,
+                    image=data["image"][..., :3].numpy(),
                     rotation=dataset.cameras.camera_to_worlds[index, :3, :3].numpy(),
                 )
             )
@@ -127,6 +130,13 @@ def _error_colours(angles: np.ndarray, valid: np.ndarray) -> np.ndarray:
     t = np.clip(angles / ERROR_SCALE_DEG, 0.0, 1.0)
     colour = np.stack([np.clip(2.0 * t, 0, 1), np.clip(2.0 * t - 1.0, 0, 1), np.zeros_like(t)], axis=-1)
     return np.where(valid[..., None], colour, 0.25)
+
+
+def _with_outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image with the mask's boundary drawn in yellow."""
+    inside = np.pad(mask, 1, mode="edge")
+    boundary = mask & ~(inside[:-2, 1:-1] & inside[2:, 1:-1] & inside[1:-1, :-2] & inside[1:-1, 2:])
+    return np.where(boundary[..., None], np.array([1.0, 0.9, 0.0]), np.clip(image, 0.0, 1.0))
 
 
 def _shaded(normals_camera: np.ndarray, hit: np.ndarray) -> np.ndarray:
@@ -211,12 +221,15 @@ def evaluate_views(
 
 
 def _write_picture(path: Path, view: ViewEvidence, hit: np.ndarray, mesh_normals: np.ndarray) -> None:
-    """input normals | mesh normals | mesh shaded | angular error, side by side (camera-frame encodings)."""
+    """input normals | mesh normals | mesh shaded | angular error (normal-map data) or photo with the mask's outline
+    | mesh normals | mesh shaded (photos), side by side; normals in the camera frame's colour encoding."""
     to_camera = view.rotation  # world -> camera is R^T n; in row-vector form n @ R
     mesh_camera = mesh_normals @ to_camera
     panels = []
     if view.normal is not None:
         panels.append(encode_normals(view.normal @ to_camera) * view.mask[..., None])
+    else:
+        panels.append(_with_outline(view.image, view.mask))
     panels.append(np.where(hit[..., None], encode_normals(mesh_camera), 0.0))
     panels.append(_shaded(mesh_camera, hit))
     if view.normal is not None:

@@ -187,7 +187,7 @@ class NeroShapeModel(SDFModel):
             # Linear radiance terms, shown in sRGB like the image.
             outputs["diffuse"] = linear_to_srgb(outputs["diffuse"])
             outputs["specular"] = linear_to_srgb(outputs["specular"])
-        terms = self._loss_terms(samples, shaded, directions)
+        terms = self._loss_terms(rays, shaded, directions)
         if self.split_sum and self.config.background_light_loss_mult > 0:
             terms["background_light"] = linear_to_srgb(self.shading.distant_radiance(directions))
             terms["background_share"] = (1.0 - rays.accumulation).detach().clamp(0.0, 1.0)
@@ -195,10 +195,14 @@ class NeroShapeModel(SDFModel):
         return outputs
 
     # ------------------------------------------------------------------ loss inputs
-    def _loss_terms(self, samples: SurfaceSamples, shaded: Dict[str, Tensor], directions: Tensor) -> Dict[str, Tensor]:
+    def _loss_terms(self, rays: SampledRays, shaded: Dict[str, Tensor], directions: Tensor) -> Dict[str, Tensor]:
         """What the losses need besides the images. A nested dict: nerfstudio's image rendering skips it."""
+        samples = rays.samples
         terms: Dict[str, Tensor] = {}
-        terms["eikonal_gradient"] = torch.cat([samples.gradient.reshape(-1, 3), self.volume_gradients()], dim=0)
+        volume_gradient, smoothness = self.regulariser_gradients(rays)
+        terms["eikonal_gradient"] = torch.cat([samples.gradient.reshape(-1, 3), volume_gradient], dim=0)
+        if smoothness is not None:
+            terms["surface_smoothness_loss"] = smoothness
         if self.init_sdf_weight() > 0.0:
             terms["init_sdf_violation"] = self._init_sdf_violation()
         if self.occlusion_active():
@@ -263,7 +267,7 @@ class NeroShapeModel(SDFModel):
         loss_dict: Dict[str, Tensor] = {
             "rgb_loss": self.config.rgb_loss_mult * torch.sqrt(squared + self.config.charbonnier_eps).mean()
         }
-        loss_dict["eikonal_loss"] = self.eikonal_loss(terms["eikonal_gradient"])
+        loss_dict.update(self.regulariser_losses(outputs, batch))
         if "init_sdf_violation" in terms:
             weight = self.config.init_sdf_loss_mult * self.init_sdf_weight()
             loss_dict["init_sdf_loss"] = weight * terms["init_sdf_violation"].sum()
@@ -277,9 +281,6 @@ class NeroShapeModel(SDFModel):
             loss_dict["background_light_loss"] = (
                 self.config.background_light_loss_mult * (share * error).sum() / share.sum().clamp(min=1.0)
             )
-        mask_loss = self.mask_loss(outputs, batch)
-        if mask_loss is not None:
-            loss_dict["mask_loss"] = mask_loss
         return loss_dict
 
     def get_metrics_dict(self, outputs, batch) -> Dict[str, Tensor]:

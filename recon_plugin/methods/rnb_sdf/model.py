@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from recon_plugin.components.background import BackgroundField, BackgroundFieldConfig
 from recon_plugin.components.image_metrics import angular_error_degrees
 from recon_plugin.components.neus import scatter_rays
-from recon_plugin.components.sdf_field import AlbedoHead
+from recon_plugin.components.sdf_field import AlbedoHead, ReconSDFFieldConfig
 from recon_plugin.components.sdf_model import SampledRays, SDFModel, SDFModelConfig
 from recon_plugin.components.shading import (
     OPTIMAL_SLANT_DEG,
@@ -38,6 +38,16 @@ class RnbSDFModelConfig(SDFModelConfig):
 
     _target: Type = field(default_factory=lambda: RnbSDFModel)
     eval_num_rays_per_chunk: int = 2048
+    sdf_field: ReconSDFFieldConfig = field(default_factory=lambda: ReconSDFFieldConfig(interpolation="smoothstep"))
+    """The SDF field. Smoothstep interpolation (C1): trilinear grids crease the surface along the cell faces of
+    the coarse levels, where the normal the maps supervise jumps (DiLiGenT-MV cow, 1000 steps: a median jump of
+    4-11 degrees across the level-0 faces, 10-30 across the centre planes, where two levels' faces meet, against
+    0.5-1.5 inside the cells)."""
+    surface_smoothness_loss_mult: float = 0.1
+    """Weight of the surface-smoothness term (SDF base): the normal maps of different views disagree by a few
+    degrees (photometric-stereo estimates), and a hash grid fits each view's bumps where an MLP would average
+    them. Synthetic figure, 20 views at 384 px with photometric-stereo noise and bias, 1000 steps: Chamfer 0.162 %
+    without, 0.095 % at 0.1, 0.138 % at 1.0."""
     cos_anneal_fraction: float = 0.0
     """Fraction of the run over which NeuS's cos-anneal ramps to 1 (0: exact from the start, as RNb-NeuS with masks)."""
 
@@ -182,7 +192,9 @@ class RnbSDFModel(SDFModel):
             # Eval views need not be training views: no per-view gains (and no extra eikonal volume points).
             camera_indices, gains = None, None
         # Curvature compares each volume point's gradient with a close neighbour's.
-        eikonal_extra = self.volume_gradients(with_neighbours=self.config.curvature_loss_mult > 0)
+        eikonal_extra, smoothness = self.regulariser_gradients(
+            rays, with_neighbours=self.config.curvature_loss_mult > 0
+        )
         hit_gains = gains[samples.ray_index] if gains is not None else None
         shading_albedo = self._shading_albedo(albedo, hit_gains)
         # sum_s w_s rho_c(x_s) grad f(x_s): the RnB prediction for any light l is this matrix times l.
@@ -211,7 +223,6 @@ class RnbSDFModel(SDFModel):
                     bg_cosine.clamp(min=0.0),
                 )
         terms["eikonal_gradient"] = torch.cat([samples.gradient.reshape(-1, 3), eikonal_extra], dim=0)
-        smoothness = self.surface_smoothness_loss(rays)
         if smoothness is not None:
             terms["surface_smoothness_loss"] = smoothness
         return terms
@@ -294,13 +305,8 @@ class RnbSDFModel(SDFModel):
             rnb_loss = rnb_loss * 0.5
         loss_dict["rnb_loss"] = self.config.rnb_loss_mult * rnb_loss
 
+        loss_dict.update(self.regulariser_losses(outputs, batch))
         eikonal = outputs["loss_terms"]["eikonal_gradient"]
-        loss_dict["eikonal_loss"] = self.eikonal_loss(eikonal)
-        mask_loss = self.mask_loss(outputs, batch)
-        if mask_loss is not None:
-            loss_dict["mask_loss"] = mask_loss
-        if "surface_smoothness_loss" in outputs["loss_terms"]:
-            loss_dict["surface_smoothness_loss"] = outputs["loss_terms"]["surface_smoothness_loss"]
         if self.config.curvature_loss_mult > 0 and self.training:
             count = self.config.num_eikonal_points
             pairs = eikonal[-2 * count :]
