@@ -12,11 +12,24 @@ rnb-sdf rows, one per DiLiGenT-MV object (``--objects cow,pot2,reading``):
   - "leave-views-out": the same command trained on all but every 5th view (``rnb-data --eval-mode interval
     --eval-interval 5``), scored on the 4 held-out views (mesh and model normals).
 
+nero rows:
+  - "nero-shape/dtu_scan37" and its ablation "nero-shape plain/dtu_scan37" (``--pipeline.model.shading plain``):
+    ``ns-train nero-shape --data dtu_scan37`` (every 8th view held out, the dataparser's default), ``ns-eval`` on
+    the held-out views (PSNR/SSIM), ``recon-eval views`` (silhouette IoU of the mesh in every view);
+  - "nero-material/dtu_scan37": ``ns-train nero-material --data dtu_scan37 --pipeline.model.shape-config STAGE_I``,
+    ``ns-eval``, ``recon-export-materials`` (timed, on the full stage-I mesh) and ``recon-relight --cameras orbit``
+    under the exported environment;
+  - "nero-shape/ethiopian_head_llff": the LLFF scene as typed, ``recon-eval views``;
+  - "photos-only/dtu_scan37": ``ns-process-data images`` (COLMAP) on scan 37's photos alone, then
+    ``ns-train nero-shape`` on its output; the COLMAP cameras against the calibrated ones after a similarity
+    alignment, and the mesh (mapped by that alignment) against the calibrated views' masks.
+
 Only what a bench needs is added to the user's command: where the run goes and tensorboard instead of the viewer
 (and the run length when ``--iterations`` is given). Results go to bench/real/results.json (earlier rows kept, each
 with its machine, its commands and the date) and pictures to bench/real/<row>.png.
 
-    python bench/real/run.py [--only rnb] [--objects cow,pot2,reading] [--iterations N] [--workdir DIR]
+    python bench/real/run.py [--only rnb,dtu,head,photos] [--objects cow,pot2,reading] [--iterations N]
+                             [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -138,11 +151,8 @@ def rnb_rows(objects: list[str], workdir: Path, iterations: int | None, machine:
                 held["command"],
                 "recon-eval views LVO_RUN/config.yml --model-normals held-out",
             ],  # fmt: skip
-            "bench_command": "python bench/real/run.py " + " ".join(sys.argv[1:]),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": machine,
         }
-        store_row(name, row)
+        store_row(name, stamp(row, machine))
         print(
             f"  {name}: {row['wall_seconds']:.0f} s, IoU {views['silhouette_iou']['mean']:.3f}, held-out normal error "
             f"mesh {row['held_out']['mesh_normal_error']['mean_deg']:.2f} deg, "
@@ -151,8 +161,179 @@ def rnb_rows(objects: list[str], workdir: Path, iterations: int | None, machine:
         )
 
 
-def view_grid(views_dir: Path, path: Path, max_rows: int = 4) -> None:
-    """The held-out views' pictures (input normals | mesh normals | shaded | error), cropped to the object."""
+def ns_eval(run_dir: Path, name: str, workdir: Path) -> dict:
+    """``ns-eval`` on the run's held-out views: nerfstudio's mean metrics."""
+    output = workdir / f"eval-{name}.json"
+    command = [str(BIN / "ns-eval"), "--load-config", str(run_dir / "config.yml"), "--output-path", str(output)]
+    run_checked(command, workdir / f"eval-{name}.log")
+    return json.loads(output.read_text())["results"]
+
+
+def dtu_rows(workdir: Path, iterations: int | None, machine: dict) -> Path:
+    """nero-shape (split-sum and plain) and nero-material on DTU scan 37; returns the split-sum run's config."""
+    data = REAL / "dtu_scan37"
+    stage_one = None
+    for shading in ("split-sum", "plain"):
+        name = "nero-shape" if shading == "split-sum" else "nero-shape plain"
+        key = f"dtu-{shading}"
+        extra = [] if shading == "split-sum" else ["--pipeline.model.shading", "plain"]
+        trained = train("nero-shape", data, key, workdir, iterations, extra)
+        metrics = ns_eval(trained["run_dir"], key, workdir)
+        views = score_views(trained["run_dir"], key, workdir, None, "none")
+        picture = HERE / f"{key}.png"
+        view_grid(workdir / f"views-{key}" / "views", picture, panels=3)
+        row = {
+            "method": name,
+            "scene": "dtu_scan37",
+            **{k: trained[k] for k in ("wall_seconds", "seconds_per_step", "rays_per_second", "peak_rss_mib")},
+            "held_out_psnr": metrics.get("psnr"),
+            "held_out_ssim": metrics.get("ssim"),
+            "silhouette_iou": views["silhouette_iou"],
+            "detached_area_fraction": views["detached_area_fraction"],
+            "picture": picture.name,
+            "commands": [trained["command"], "ns-eval --load-config RUN/config.yml", "recon-eval views RUN/config.yml"],
+        }
+        store_row(f"{name}/dtu_scan37", stamp(row, machine))
+        print(f"  {name}: PSNR {row['held_out_psnr']:.2f}, IoU {views['silhouette_iou']['mean']:.3f}", flush=True)
+        if shading == "split-sum":
+            stage_one = trained
+    assert stage_one is not None
+    config = stage_one["run_dir"] / "config.yml"
+    material = train(
+        "nero-material", data, "dtu-material", workdir, iterations, ["--pipeline.model.shape-config", str(config)]
+    )
+    metrics = ns_eval(material["run_dir"], "dtu-material", workdir)
+    exported = workdir / "dtu-materials"
+    started = time.time()
+    export = [str(BIN / "recon-export-materials"), "--load-config", str(material["run_dir"] / "config.yml")]
+    export_log = run_checked(export + ["--output-dir", str(exported)], workdir / "export-dtu.log")
+    export_seconds = time.time() - started
+    orbit = workdir / "dtu-orbit"
+    relight = [str(BIN / "recon-relight"), "--load-config", str(material["run_dir"] / "config.yml"), "--env"]
+    relight += [str(exported / "environment.exr"), "--cameras", "orbit", "--output-dir", str(orbit)]
+    started = time.time()
+    run_checked(relight, workdir / "relight-dtu.log")
+    summary = json.loads((exported / "materials.json").read_text())
+    row = {
+        "method": "nero-material",
+        "scene": "dtu_scan37",
+        **{k: material[k] for k in ("wall_seconds", "seconds_per_step", "rays_per_second", "peak_rss_mib")},
+        "stages_wall_seconds": round(stage_one["wall_seconds"] + material["wall_seconds"], 1),
+        "held_out_psnr": metrics.get("psnr"),
+        "held_out_ssim": metrics.get("ssim"),
+        "export_seconds": round(export_seconds, 1),
+        "export_log": [line for line in export_log.splitlines() if line.startswith("  ")],
+        "stage_one_faces": summary["faces"],
+        "model_glb_faces": summary["model_glb_faces"],
+        "orbit_seconds": round(time.time() - started, 1),
+        "orbit_video": (orbit / "orbit.mp4").is_file(),
+        "commands": [
+            material["command"],
+            "ns-eval --load-config RUN/config.yml",
+            "recon-export-materials --load-config RUN/config.yml --output-dir materials",
+            "recon-relight --load-config RUN/config.yml --env materials/environment.exr --cameras orbit",
+        ],  # fmt: skip
+    }
+    store_row("nero-material/dtu_scan37", stamp(row, machine))
+    print(f"  nero-material: PSNR {row['held_out_psnr']:.2f}, export {export_seconds:.0f} s", flush=True)
+    return config
+
+
+def head_row(workdir: Path, iterations: int | None, machine: dict) -> None:
+    trained = train("nero-shape", REAL / "ethiopian_head_llff", "head", workdir, iterations, [])
+    metrics = ns_eval(trained["run_dir"], "head", workdir)
+    views = score_views(trained["run_dir"], "head", workdir, None, "none")
+    picture = HERE / "head.png"
+    view_grid(workdir / "views-head" / "views", picture, panels=3)
+    held = [row["silhouette_iou"] for row in views["per_view"] if row["split"] == "held-out"]
+    row = {
+        "method": "nero-shape",
+        "scene": "ethiopian_head_llff",
+        **{k: trained[k] for k in ("wall_seconds", "seconds_per_step", "rays_per_second", "peak_rss_mib")},
+        "held_out_psnr": metrics.get("psnr"),
+        "held_out_ssim": metrics.get("ssim"),
+        "silhouette_iou": views["silhouette_iou"],
+        "silhouette_iou_held_out": {"mean": sum(held) / len(held), "min": min(held)},
+        "detached_area_fraction": views["detached_area_fraction"],
+        "picture": picture.name,
+        "commands": [trained["command"], "ns-eval --load-config RUN/config.yml", "recon-eval views RUN/config.yml"],
+    }
+    store_row("nero-shape/ethiopian_head_llff", stamp(row, machine))
+    print(f"  head: IoU held-out {row['silhouette_iou_held_out']['mean']:.3f}", flush=True)
+
+
+def photos_row(workdir: Path, iterations: int | None, machine: dict, reference_config: Path | None) -> None:
+    """COLMAP on scan 37's photos alone, nero-shape on the result, both scored against the calibrated data."""
+    import numpy as np
+    import trimesh
+
+    from recon_plugin.data.nero_dataparser import NeroDataParserConfig
+    from recon_plugin.eval.camera_metrics import camera_errors
+    from recon_plugin.eval.view_consistency import evaluate_views
+    from recon_plugin.export.loading import load_pipeline
+
+    photos = workdir / "dtu-photos"
+    if photos.exists():
+        shutil.rmtree(photos)
+    shutil.copytree(REAL / "dtu_scan37" / "image", photos)
+    processed = workdir / "dtu-processed"
+    process = [str(BIN / "ns-process-data"), "images", "--data", str(photos), "--output-dir", str(processed)]
+    process += ["--no-gpu"]
+    started = time.time()
+    run_checked(process, workdir / "process-dtu.log")
+    process_seconds = time.time() - started
+    trained = train("nero-shape", processed, "dtu-photos", workdir, iterations, [])
+
+    # COLMAP's cameras (nerfstudio's original-data frame) against the calibrated ones, matched by sorted name:
+    # ns-process-data renames the i-th photo to frame_{i+1:05d}.
+    estimated = NeroDataParserConfig(data=processed, eval_mode="all").setup()._read_transforms()
+    calibrated = NeroDataParserConfig(data=REAL / "dtu_scan37", eval_mode="all").setup()._read_neus()
+    names = sorted(path.name for path in photos.iterdir())
+    index = {f"frame_{i + 1:05d}": i for i in range(len(names))}
+    matched = [index[path.stem] for path in estimated.image_filenames]
+    estimate_c2w, reference_c2w = estimated.camera_to_worlds, calibrated.camera_to_worlds[matched]
+    errors, alignment = camera_errors(estimate_c2w, reference_c2w)
+    # estimated.camera_to_worlds are in the poses' frame (nerfstudio's applied transform undone below for the mesh)
+    row = {
+        "method": "ns-process-data images + nero-shape",
+        "scene": "dtu_scan37 (photos only)",
+        "process_seconds": round(process_seconds, 1),
+        "registered_views": f"{len(matched)} of {len(names)}",
+        "camera_error": {k: errors[k] for k in ("centre_error", "rotation_error_deg")},
+        "camera_centre_error_unit": "mm (DTU world units)",
+        **{k: trained[k] for k in ("wall_seconds", "seconds_per_step", "rays_per_second", "peak_rss_mib")},
+        "held_out_psnr": ns_eval(trained["run_dir"], "dtu-photos", workdir).get("psnr"),
+        "commands": [" ".join(["ns-process-data", *process[1:]]), trained["command"]],
+    }
+    if reference_config is not None:
+        # The photo run's mesh, carried into the calibrated world by the camera alignment, against the real masks.
+        mesh_path = workdir / "dtu-photos.ply"
+        extract = [str(BIN / "recon-extract-mesh"), "--load-config", str(trained["run_dir"] / "config.yml")]
+        run_checked(extract + ["--output-path", str(mesh_path)], workdir / "extract-dtu-photos.log")
+        mesh = trimesh.load(mesh_path, process=False, force="mesh")
+        pose_frame = estimated.world_scale * (
+            np.asarray(mesh.vertices) @ estimated.world_transform[:, :3].T + estimated.world_transform[:, 3]
+        )
+        mesh.vertices = alignment.points(pose_frame)
+        _, pipeline, _, _ = load_pipeline(reference_config, test_mode="test")
+        views = evaluate_views(pipeline, mesh, workdir / "views-dtu-photos", "none", log=None)
+        row["silhouette_iou_in_calibrated_views"] = views["silhouette_iou"]
+    store_row("photos-only/dtu_scan37", stamp(row, machine))
+    print(f"  photos only: {row['camera_error']}", flush=True)
+
+
+def stamp(row: dict, machine: dict) -> dict:
+    """The row with the bench's command line, the date and the machine."""
+    return row | {
+        "bench_command": "python bench/real/run.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine,
+    }
+
+
+def view_grid(views_dir: Path, path: Path, max_rows: int = 4, panels: int = 4) -> None:
+    """The held-out views' pictures (recon-eval views: input | mesh normals | shaded [| error]), cropped to the
+    object."""
     import numpy as np
     from PIL import Image
 
@@ -160,12 +341,12 @@ def view_grid(views_dir: Path, path: Path, max_rows: int = 4) -> None:
     rows = []
     for file in files:
         image = np.asarray(Image.open(file).convert("RGB"))
-        width = image.shape[1] // 4
+        width = image.shape[1] // panels
         # The first panel (input normals, black outside the mask) gives the object's box.
         ys, xs = np.nonzero(image[:, :width].max(axis=-1) > 0)
         y0, y1 = max(ys.min() - 8, 0), min(ys.max() + 8, image.shape[0])
         x0, x1 = max(xs.min() - 8, 0), min(xs.max() + 8, width)
-        rows.append(np.concatenate([image[y0:y1, k * width + x0 : k * width + x1] for k in range(4)], axis=1))
+        rows.append(np.concatenate([image[y0:y1, k * width + x0 : k * width + x1] for k in range(panels)], axis=1))
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
     Image.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
@@ -173,7 +354,7 @@ def view_grid(views_dir: Path, path: Path, max_rows: int = 4) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="rnb", help="comma-separated sections: rnb")
+    parser.add_argument("--only", default="rnb,dtu,head,photos", help="comma-separated sections: rnb,dtu,head,photos")
     parser.add_argument("--objects", default=",".join(DILIGENT_OBJECTS), help="DiLiGenT-MV objects for rnb-sdf")
     parser.add_argument("--iterations", type=int, default=None, help="run length (default: each method's)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep runs and meshes here (default: a temp dir)")
@@ -187,6 +368,13 @@ def main() -> None:
     try:
         if "rnb" in sections:
             rnb_rows(args.objects.split(","), workdir, args.iterations, machine)
+        stage_one = None
+        if "dtu" in sections:
+            stage_one = dtu_rows(workdir, args.iterations, machine)
+        if "head" in sections:
+            head_row(workdir, args.iterations, machine)
+        if "photos" in sections:
+            photos_row(workdir, args.iterations, machine, stage_one)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
