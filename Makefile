@@ -40,7 +40,7 @@ colmap:
 	  else echo "make colmap: run 'sudo apt-get install colmap' (Debian/Ubuntu) or install COLMAP from colmap.github.io"; exit 1; fi; }
 
 test: install browser
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 lint: install
 	$(BIN)/ruff check recon_plugin tests bench

@@ -585,6 +585,12 @@ def test_recon_relight_orbit_circles_the_object_upright_and_writes_a_video(train
     torch.testing.assert_close(heights, torch.full((4,), 0.5), atol=1e-4, rtol=0)  # sin 30 degrees
     with pytest.raises(ValueError, match="orbit views"):
         orbit_cameras(pipeline.datamanager.train_dataset.cameras, up, num_views=0)
+    # --orbit-size bounds the frames (the Monte-Carlo cost) and keeps the training cameras' field of view.
+    small = orbit_cameras(pipeline.datamanager.train_dataset.cameras, up, num_views=4, max_size=12)
+    assert (int(small.width[0]), int(small.height[0])) == (12, 12)
+    torch.testing.assert_close(small.fx / small.width, cameras.fx / cameras.width)
+    with pytest.raises(ValueError, match="frame size"):
+        orbit_cameras(pipeline.datamanager.train_dataset.cameras, up, max_size=4)
 
 
 def test_material_errors_fit_the_albedo_scale_per_channel():

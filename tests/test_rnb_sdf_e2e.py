@@ -106,7 +106,7 @@ def test_eval_batch_losses_are_the_training_terms_without_gradients(trained):
     pipeline.train()
     _, train_losses, _ = pipeline.get_train_loss_dict(step=ITERATIONS)
     _, eval_losses, eval_metrics = pipeline.get_eval_loss_dict(step=ITERATIONS)
-    assert set(eval_losses) == set(train_losses) == {"rnb_loss", "eikonal_loss", "mask_loss"}
+    assert set(eval_losses) == set(train_losses) == {"rnb_loss", "eikonal_loss", "mask_loss", "surface_smoothness_loss"}
     for name, value in eval_losses.items():
         assert torch.isfinite(value) and not value.requires_grad, name
     assert float(eval_losses["rnb_loss"]) < 0.2 and "normal_error_deg" in eval_metrics

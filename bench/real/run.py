@@ -213,6 +213,7 @@ def dtu_rows(workdir: Path, iterations: int | None, machine: dict) -> Path:
     relight += [str(exported / "environment.exr"), "--cameras", "orbit", "--output-dir", str(orbit)]
     started = time.time()
     run_checked(relight, workdir / "relight-dtu.log")
+    orbit_strip(orbit, HERE / "dtu-material-orbit.png")
     summary = json.loads((exported / "materials.json").read_text())
     row = {
         "method": "nero-material",
@@ -222,11 +223,13 @@ def dtu_rows(workdir: Path, iterations: int | None, machine: dict) -> Path:
         "held_out_psnr": metrics.get("psnr"),
         "held_out_ssim": metrics.get("ssim"),
         "export_seconds": round(export_seconds, 1),
-        "export_log": [line for line in export_log.splitlines() if line.startswith("  ")],
+        "export_log": [line for line in export_log.splitlines() if is_progress_line(line)],
+        "model_glb_validation": validate_glb_file(exported / "model.glb", workdir),
         "stage_one_faces": summary["faces"],
         "model_glb_faces": summary["model_glb_faces"],
         "orbit_seconds": round(time.time() - started, 1),
         "orbit_video": (orbit / "orbit.mp4").is_file(),
+        "orbit_picture": "dtu-material-orbit.png",
         "commands": [
             material["command"],
             "ns-eval --load-config RUN/config.yml",
@@ -237,6 +240,35 @@ def dtu_rows(workdir: Path, iterations: int | None, machine: dict) -> Path:
     store_row("nero-material/dtu_scan37", stamp(row, machine))
     print(f"  nero-material: PSNR {row['held_out_psnr']:.2f}, export {export_seconds:.0f} s", flush=True)
     return config
+
+
+def orbit_strip(orbit: Path, path: Path, frames: int = 4) -> None:
+    """Every (60 / frames)-th frame of a recon-relight orbit side by side."""
+    import numpy as np
+    from PIL import Image
+
+    pngs = sorted(orbit.glob("orbit_*.png"))
+    chosen = pngs[:: max(1, len(pngs) // frames)][:frames]
+    Image.fromarray(np.concatenate([np.asarray(Image.open(p).convert("RGB")) for p in chosen], axis=1)).save(path)
+
+
+def is_progress_line(line: str) -> bool:
+    """recon-export-materials' indented progress lines, not the indented source lines of Python warnings."""
+    return line.startswith("  ") and not line.startswith("  @") and "warn" not in line
+
+
+def validate_glb_file(path: Path, workdir: Path) -> dict | None:
+    """The Khronos glTF validator's error and warning counts (the tests' helper; None without node/npm)."""
+    sys.path.insert(0, str(HERE.parents[1] / "tests"))
+    from _pytest.outcomes import Skipped
+    from gltf_validation import validate_glb
+
+    try:
+        issues = validate_glb(path.resolve(), workdir.resolve())
+    except Skipped as skipped:
+        print(f"  glTF validator not run: {skipped}", flush=True)
+        return None
+    return {"errors": issues["numErrors"], "warnings": issues["numWarnings"], "infos": issues.get("numInfos")}
 
 
 def head_row(workdir: Path, iterations: int | None, machine: dict) -> None:
@@ -278,7 +310,8 @@ def photos_row(workdir: Path, iterations: int | None, machine: dict, reference_c
     shutil.copytree(REAL / "dtu_scan37" / "image", photos)
     processed = workdir / "dtu-processed"
     process = [str(BIN / "ns-process-data"), "images", "--data", str(photos), "--output-dir", str(processed)]
-    process += ["--no-gpu"]
+    # No GPU here, and the default vocab-tree matcher downloads its vocabulary: exhaustive matching needs neither.
+    process += ["--no-gpu", "--matching-method", "exhaustive"]
     started = time.time()
     run_checked(process, workdir / "process-dtu.log")
     process_seconds = time.time() - started
@@ -331,9 +364,9 @@ def stamp(row: dict, machine: dict) -> dict:
     }
 
 
-def view_grid(views_dir: Path, path: Path, max_rows: int = 4, panels: int = 4) -> None:
+def view_grid(views_dir: Path, path: Path, max_rows: int = 4, panels: int = 4, max_width: int = 1200) -> None:
     """The held-out views' pictures (recon-eval views: input | mesh normals | shaded [| error]), cropped to the
-    object."""
+    object, at most ``max_width`` pixels wide."""
     import numpy as np
     from PIL import Image
 
@@ -349,7 +382,76 @@ def view_grid(views_dir: Path, path: Path, max_rows: int = 4, panels: int = 4) -
         rows.append(np.concatenate([image[y0:y1, k * width + x0 : k * width + x1] for k in range(panels)], axis=1))
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    if grid.width > max_width:
+        grid = grid.resize((max_width, round(grid.height * max_width / grid.width)), Image.Resampling.LANCZOS)
+    grid.save(path, optimize=True)
+
+
+def markdown() -> str:
+    """The README's tables from results.json."""
+    rows = json.loads((HERE / "results.json").read_text())["rows"]
+    lines = [
+        "| object | wall (as typed) | s/step | peak RSS | silhouette IoU mean / min (20 views) | mesh normal error, "
+        "training views | held-out views (4 of 20 left out): mesh / model normal error | detached surface | mesh "
+        "extent (mm) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows.values():
+        if row["method"] != "rnb-sdf":
+            continue
+        held = row["held_out"]
+        lines.append(
+            f"| {row['scene'].split('/')[-1]} | {row['wall_seconds'] / 60:.1f} min | {row['seconds_per_step']:.3f} | "
+            f"{row['peak_rss_mib'] / 1024:.1f} GiB | {row['silhouette_iou']['mean']:.3f} / "
+            f"{row['silhouette_iou']['min']:.3f} | {row['mesh_normal_error_train_views']['mean_deg']:.2f}° | "
+            f"**{held['mesh_normal_error']['mean_deg']:.2f}°** / {held['model_normal_error']['mean_deg']:.2f}° | "
+            f"{100 * row['detached_area_fraction']:.2f} % | "
+            f"{' x '.join(f'{v:.0f}' for v in row['mesh_extent_mm'])} |"
+        )
+    others = [row for row in rows.values() if row["method"] != "rnb-sdf"]
+    if others:
+        lines += [
+            "",
+            "| method | scene | wall | s/step | peak RSS | held-out PSNR / SSIM | silhouette IoU mean / min | other |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in others:
+            iou = row.get("silhouette_iou") or row.get("silhouette_iou_in_calibrated_views")
+            iou_text = f"{iou['mean']:.3f} / {iou['min']:.3f}" if iou else "-"
+            psnr = row.get("held_out_psnr")
+            ssim = row.get("held_out_ssim")
+            quality = f"{psnr:.2f} dB / {ssim:.3f}" if psnr is not None and ssim is not None else "-"
+            other = []
+            if "silhouette_iou_held_out" in row:
+                other.append(f"held-out IoU {row['silhouette_iou_held_out']['mean']:.3f}")
+            if "export_seconds" in row:
+                validation = row.get("model_glb_validation")
+                checked = (
+                    f", glTF validator: {validation['errors']} errors, {validation['warnings']} warnings"
+                    if validation
+                    else ""
+                )
+                other.append(
+                    f"stages I + II {row['stages_wall_seconds'] / 60:.1f} min; `recon-export-materials` "
+                    f"{row['export_seconds']:.0f} s ({row['stage_one_faces']:,} faces -> GLB "
+                    f"{row['model_glb_faces']:,}{checked}); `recon-relight --cameras orbit` "
+                    f"{row['orbit_seconds'] / 60:.1f} min"
+                )
+            if "camera_error" in row:
+                camera = row["camera_error"]
+                other.append(
+                    f"COLMAP {row['process_seconds']:.0f} s, {row['registered_views']} views, camera centres "
+                    f"{camera['centre_error']['median']:.2f} mm (median), rotations "
+                    f"{camera['rotation_error_deg']['median']:.3f}° (median)"
+                )
+            seconds_per_step = row.get("seconds_per_step")
+            lines.append(
+                f"| {row['method']} | {row['scene']} | {row['wall_seconds'] / 60:.1f} min | "
+                f"{seconds_per_step if seconds_per_step is None else f'{seconds_per_step:.3f}'} | "
+                f"{row['peak_rss_mib'] / 1024:.1f} GiB | {quality} | {iou_text} | {'; '.join(other)} |"
+            )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -358,7 +460,11 @@ def main() -> None:
     parser.add_argument("--objects", default=",".join(DILIGENT_OBJECTS), help="DiLiGenT-MV objects for rnb-sdf")
     parser.add_argument("--iterations", type=int, default=None, help="run length (default: each method's)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep runs and meshes here (default: a temp dir)")
+    parser.add_argument("--markdown", action="store_true", help="print the README's tables from results.json")
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown())
+        return
     if not REAL.is_dir():
         raise SystemExit(f"{REAL}: the real fixtures are missing")
     machine = machine_info()
@@ -374,6 +480,9 @@ def main() -> None:
         if "head" in sections:
             head_row(workdir, args.iterations, machine)
         if "photos" in sections:
+            if stage_one is None:  # a dtu section of an earlier invocation in the same workdir
+                earlier = workdir / "runs" / "dtu-split-sum" / "nero-shape" / "bench" / "config.yml"
+                stage_one = earlier if earlier.is_file() else None
             photos_row(workdir, args.iterations, machine, stage_one)
     finally:
         if args.workdir is None:

@@ -130,10 +130,11 @@ def relight_cameras(
     return written
 
 
-def orbit_cameras(cameras, up: Tensor, num_views: int = 60, elevation_deg: float = 30.0):
+def orbit_cameras(cameras, up: Tensor, num_views: int = 60, elevation_deg: float = 30.0, max_size: int | None = None):
     """``num_views`` cameras on a circle around the object (the origin of the normalised frame), ``elevation_deg``
     above the plane normal to ``up`` (3,), at the training cameras' median distance, with the first training
-    camera's intrinsics and image size (nerfstudio ``Cameras``, OpenGL axes)."""
+    camera's field of view and image size, scaled down so that the longer side is at most ``max_size`` pixels
+    (nerfstudio ``Cameras``, OpenGL axes)."""
     from nerfstudio.cameras.cameras import Cameras
 
     from recon_plugin.renderer.camera import look_at
@@ -142,6 +143,10 @@ def orbit_cameras(cameras, up: Tensor, num_views: int = 60, elevation_deg: float
         raise ValueError(f"orbit views must be >= 1, got {num_views}")
     if not -89.0 <= elevation_deg <= 89.0:
         raise ValueError(f"orbit elevation must be within [-89, 89] degrees, got {elevation_deg}")
+    if max_size is not None and max_size < 8:
+        raise ValueError(f"orbit frame size must be >= 8 pixels, got {max_size}")
+    width, height = int(cameras.width[0]), int(cameras.height[0])
+    scale = 1.0 if max_size is None else min(1.0, max_size / max(width, height))
     up_axis = F.normalize(up.double().cpu(), dim=0).numpy()
     radius = float(cameras.camera_to_worlds[:, :3, 3].double().norm(dim=-1).median())
     first = np.cross(up_axis, [1.0, 0.0, 0.0] if abs(up_axis[0]) < 0.9 else [0.0, 1.0, 0.0])
@@ -155,12 +160,12 @@ def orbit_cameras(cameras, up: Tensor, num_views: int = 60, elevation_deg: float
         poses.append(look_at(eye, np.zeros(3), up_axis)[:3])
     return Cameras(
         camera_to_worlds=torch.as_tensor(np.stack(poses), dtype=torch.float32),
-        fx=float(cameras.fx[0]),
-        fy=float(cameras.fy[0]),
-        cx=float(cameras.cx[0]),
-        cy=float(cameras.cy[0]),
-        width=int(cameras.width[0]),
-        height=int(cameras.height[0]),
+        fx=float(cameras.fx[0]) * scale,
+        fy=float(cameras.fy[0]) * scale,
+        cx=float(cameras.cx[0]) * scale,
+        cy=float(cameras.cy[0]) * scale,
+        width=max(1, round(width * scale)),
+        height=max(1, round(height * scale)),
     )
 
 
@@ -191,11 +196,12 @@ def relight_pipeline_views(
     num_light: int = 96,
     orbit_views: int = 60,
     orbit_elevation_deg: float = 30.0,
+    orbit_size: int | None = 256,
 ) -> List[Path]:
     """Renders a loaded nero-material pipeline under ``environment`` (H, 2H, 3, linear, world z up) to
     ``output_dir``: its ``cameras`` views ("train" or "test", one PNG named like each view's image) or an "orbit"
-    of ``orbit_views`` cameras around the object (world z up; ``orbit_000.png`` ... and ``orbit.mp4`` when a
-    video writer is installed)."""
+    of ``orbit_views`` cameras around the object (world z up, frames at most ``orbit_size`` pixels on the longer
+    side; ``orbit_000.png`` ... and ``orbit.mp4`` when a video writer is installed)."""
     if cameras not in ("train", "test", "orbit"):
         raise ValueError(f"cameras must be 'train', 'test' or 'orbit', got {cameras!r}")
     datamanager = pipeline.datamanager
@@ -203,7 +209,7 @@ def relight_pipeline_views(
     relighter = Relighter(pipeline.model, environment, rotation, num_diffuse, num_specular, seed, num_light)
     if cameras == "orbit":
         up = torch.as_tensor(rotation[:, 2])  # world z in the normalised frame
-        orbit = orbit_cameras(datamanager.train_dataset.cameras, up, orbit_views, orbit_elevation_deg)
+        orbit = orbit_cameras(datamanager.train_dataset.cameras, up, orbit_views, orbit_elevation_deg, orbit_size)
         names = [f"orbit_{index:03d}.png" for index in range(orbit_views)]
         written = relight_cameras(relighter, orbit, names, output_dir, log)
         video = write_orbit_video(written, Path(output_dir) / "orbit.mp4")
