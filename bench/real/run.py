@@ -421,7 +421,7 @@ def markdown() -> str:
             iou_text = f"{iou['mean']:.3f} / {iou['min']:.3f}" if iou else "-"
             psnr = row.get("held_out_psnr")
             ssim = row.get("held_out_ssim")
-            quality = f"{psnr:.2f} dB / {ssim:.3f}" if psnr is not None and ssim is not None else "-"
+            quality = "-" if psnr is None else f"{psnr:.2f} dB / " + ("-" if ssim is None else f"{ssim:.3f}")
             other = []
             if "silhouette_iou_held_out" in row:
                 other.append(f"held-out IoU {row['silhouette_iou_held_out']['mean']:.3f}")
