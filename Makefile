@@ -39,8 +39,12 @@ colmap:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq colmap >/dev/null; \
 	  else echo "make colmap: run 'sudo apt-get install colmap' (Debian/Ubuntu) or install COLMAP from colmap.github.io"; exit 1; fi; }
 
+# Two pytest-xdist workers of one torch thread each: most tests are bound by Python, imports and subprocess start-up,
+# which one process cannot spread over two cores. Whole modules go to a worker, so module fixtures are built once;
+# session fixtures (trained runs) are built once for both workers (tests/cli_helpers.py: build_once).
+TEST_WORKERS ?= 2
 test: install browser
-	$(BIN)/python -m pytest -q --durations=25 tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 lint: install
 	$(BIN)/ruff check recon_plugin tests bench

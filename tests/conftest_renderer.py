@@ -1,7 +1,8 @@
 """Shared helpers for the renderer tests and the render-queue bench (not a pytest conftest).
 
 - ``write_sphere_scene``: a tiny nerfstudio ``transforms.json`` dataset of three coloured spheres, ray-cast here.
-- ``train_tiny_nerfacto``: trains stock nerfacto on it through ``ns-train`` in a subprocess (once per root folder).
+- ``train_tiny_nerfacto``: trains stock nerfacto on it through ``ns-train`` in a subprocess (once per root folder,
+  ``cli_helpers.build_once``).
 - ``load_pipeline_offline``: ``eval_setup`` with the LPIPS constructor replaced (see ``OFFLINE_LPIPS_PATCH``).
 - ``AnalyticModel``: a real nerfstudio ``Model`` subclass whose colour is a closed-form function of the ray direction,
   with an optional per-chunk delay and a chunk log. It implements the same ``Model.forward``/``get_outputs`` interface
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import subprocess
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cli_helpers import build_once
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,16 +137,14 @@ if __name__ == "__main__":  # nerfacto's ParallelDataManager spawns worker proce
 
 
 def train_tiny_nerfacto(root: Path, iterations: int = 40, timeout_s: float = 600.0) -> Path:
-    """Trains stock nerfacto on the sphere scene below ``root`` (once; later calls reuse it) and returns config.yml.
+    """Trains stock nerfacto on the sphere scene below ``root`` (once; later calls, in any pytest-xdist worker, reuse
+    it) and returns config.yml.
 
-    Runs ``ns-train`` in a subprocess on the CPU with the torch hash grid; a file lock makes concurrent callers wait.
+    Runs ``ns-train`` in a subprocess on the CPU with the torch hash grid.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    done = root / "config_path.txt"
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.exists():
-            return Path(done.read_text().strip())
+    config = root / "outputs" / "spheres" / "nerfacto" / "tiny" / "config.yml"
+
+    def train(root: Path) -> None:
         write_sphere_scene(root / "data")
         script = root / "train_nerfacto.py"
         script.write_text(TRAIN_SCRIPT)
@@ -195,14 +194,14 @@ def train_tiny_nerfacto(root: Path, iterations: int = 40, timeout_s: float = 600
         # (measured 40x slower on 2 cores).
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=timeout_s, env=env)
-        config = root / "outputs" / "spheres" / "nerfacto" / "tiny" / "config.yml"
         if result.returncode != 0 or not config.exists():
             raise RuntimeError(
                 f"ns-train nerfacto failed (exit {result.returncode}):\n"
                 f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
             )
-        done.write_text(str(config))
-        return config
+
+    build_once(root, train)
+    return config
 
 
 def train_camera(pipeline, index: int = 0):

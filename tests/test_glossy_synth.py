@@ -20,6 +20,7 @@ from recon_plugin.components.environment import procedural_environment, read_env
 from recon_plugin.components.shading import split_sum_integrate
 from recon_plugin.data.synthetic.glossy import (
     DEPTH_RANGE,
+    MATERIAL_LAYOUTS,
     GlossyRenderer,
     glossy_materials,
     measure_noise,
@@ -99,6 +100,32 @@ def test_ground_truth_materials_sit_on_the_surface(scene_dir: Path):
     metal = data["metallic"] > 0.5
     assert 0.15 < metal.mean() < 0.85, "both metallic and dielectric patches must be present"
     assert data["albedo"].min() >= 0.0 and data["albedo"].max() <= 1.0
+
+
+@pytest.mark.parametrize("layout", ["gradient", "bands", "spots"])
+def test_other_material_layouts_reach_the_images_and_the_ground_truth(layout: str, tmp_path: Path):
+    """``--materials`` layouts: ground truth from the same layout, both kinds of material present, full roughness
+    ranges, and metal borders that are not the patches' (a method must not get them right by finding patches)."""
+    out = tmp_path / layout
+    entrypoint(["glossy", str(out), "--views", "2", "--size", "16", "--samples", "8", "--mesh-resolution", "40",
+                "--materials", layout])  # fmt: skip
+    info = json.loads((out / "scene.json").read_text())
+    assert info["material_layout"] == layout
+    scene = make_scene(info["shape"], center=info["object_center"], scale=info["object_scale"])
+    data = np.load(out / "gt_materials.npz")
+    canonical = scene.to_canonical(data["points"].astype(np.float64))
+    albedo, roughness, metallic = MATERIAL_LAYOUTS[layout](canonical)
+    assert np.allclose(data["albedo"], albedo, atol=1e-5) and np.allclose(data["metallic"], metallic, atol=1e-5)
+    metal = metallic > 0.5
+    assert 0.15 < metal.mean() < 0.85
+    assert roughness.min() < 0.12 and roughness.max() > 0.45
+    patch_metal = glossy_materials(canonical)[2] > 0.5
+    assert (metal != patch_metal).mean() > 0.1, "the layout's metal must not follow the default patches"
+    # The images are shaded with the layout: the same view of the default patches differs.
+    default = tmp_path / "patches"
+    entrypoint(["glossy", str(default), "--views", "2", "--size", "16", "--samples", "8", "--mesh-resolution", "40"])
+    image, patches_image = (cv2.imread(str(folder / "1.png")).astype(float) for folder in (out, default))
+    assert np.abs(image - patches_image).mean() > 2.0
 
 
 def test_monte_carlo_noise_falls_with_samples():

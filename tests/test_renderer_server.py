@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser import CHROMIUM, DevTools
+from cli_helpers import session_dir
 from conftest_renderer import (
     OFFLINE_LPIPS_PATCH,
     REPO_ROOT,
@@ -61,8 +62,9 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="session")
 def nerfacto_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """config.yml of the tiny nerfacto run (trained once per session, shared with test_renderer_nerfacto.py)."""
-    return train_tiny_nerfacto(tmp_path_factory.getbasetemp() / "renderer_nerfacto")
+    """config.yml of the tiny nerfacto run (trained once per session for all its workers, shared with
+    test_renderer_nerfacto.py)."""
+    return train_tiny_nerfacto(session_dir(tmp_path_factory) / "renderer_nerfacto")
 
 
 class ServerProcess:

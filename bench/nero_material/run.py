@@ -251,7 +251,8 @@ def main() -> None:
     tmp.write_text(json.dumps(results, indent=2))
     os.replace(tmp, results_path)
     plot(results, HERE / "results.png")
-    relight_montage(workdir / "relit", args.scene, HERE / "relight.png")
+    montage = "relight.png" if args.name == "defaults" else f"relight-{args.name}.png"
+    relight_montage(workdir / "relit", args.scene, HERE / montage)
     print(json.dumps({k: run[k] for k in ("stage_one_seconds", "stage_two_seconds", "final", "ray_caster")}, indent=2))
 
 

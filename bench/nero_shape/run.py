@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument(
         "--layout", choices=("glossy", "transforms"), default="glossy", help="which of the scene's layouts to train on"
     )
+    parser.add_argument("--tag", default=None, help="appended to the rows' names in results.json (other scenes)")
     args = parser.parse_args()
     for shading in args.shading.split(","):
         if shading not in ("split-sum", "plain"):
@@ -168,6 +169,7 @@ def main() -> None:
         gt_path = scene / "gt_mesh.ply"
         for shading in args.shading.split(","):
             name = shading if args.layout == "glossy" else f"{shading} (transforms.json)"
+            name = f"{name} [{args.tag}]" if args.tag else name
             print(f"nero-shape bench: {name}, {iterations} iterations", flush=True)
             run_name = shading if args.layout == "glossy" else f"{shading}-transforms"
             trained = train(data, shading, run_name, args.iterations, curve_every, workdir)

@@ -148,6 +148,11 @@ class GlossyCommand:
     """Procedural environment of the training views."""
     relight_environment: Literal["outdoor", "studio"] = "studio"
     """Procedural environment of the relit test views."""
+    materials: Literal["patches", "gradient", "bands", "spots"] = "patches"
+    """Material layout: "patches" (eight soft patches by direction from the centre, one metallic value and
+    roughness each), "gradient" (a roughness ramp across the object and one wavy metal/dielectric border),
+    "bands" (copper bands across lacquer, roughness from a smooth 3-D field), "spots" (polished metal spots on a
+    dielectric whose roughness rises with height); the last three ignore the shape's parts."""
     interreflection: bool = False
     """Trace secondary rays against the object (one bounce); several times slower."""
     transforms_json: bool = False
@@ -170,6 +175,7 @@ class GlossyCommand:
             seed=self.seed,
             environment=self.environment,
             relight_environment=self.relight_environment,
+            materials=self.materials,
             interreflection=self.interreflection,
             transforms_json=self.transforms_json,
             mesh_resolution=self.mesh_resolution,

@@ -86,6 +86,7 @@ __all__ = [
     "GlossyRenderer",
     "encode_depth",
     "glossy_materials",
+    "MATERIAL_LAYOUTS",
     "measure_noise",
     "relight_view_indices",
     "shifted_sobol",
@@ -138,6 +139,94 @@ def glossy_materials(canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     texture = 0.85 + 0.35 * (albedo_canonical(points) - 0.55)  # in [0.71, 0.99]
     albedo = np.clip(base * texture, 0.0, 1.0)
     return albedo, roughness, metallic
+
+
+# The layouts below ignore the shape's parts: their borders and ramps follow planes and cells of canonical space,
+# so a method that learns "one material per smooth patch" gets them wrong. Canonical shapes fit in a ball of
+# radius ~0.8 (SHAPES' bounding radii are 0.70-0.81); coordinates are divided by it.
+_CANONICAL_RADIUS = 0.8
+#: Width (in normalised canonical units) of the soft metal/dielectric borders: under 1 % of the object's
+#: diameter, sharp at the default image size, as sharp as the patch borders (2-4 % of the surface lies in them).
+_BORDER_WIDTH = 0.012
+_SILVER, _GOLD, _COPPER = np.array([0.91, 0.92, 0.92]), np.array([1.00, 0.77, 0.34]), np.array([0.95, 0.64, 0.54])
+
+
+def _unit(vector: tuple[float, float, float]) -> np.ndarray:
+    array = np.asarray(vector, dtype=np.float64)
+    return array / np.linalg.norm(array)
+
+
+def _soft_step(signed: np.ndarray, width: float = _BORDER_WIDTH) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(signed / width))
+
+
+def _texture(points: np.ndarray) -> np.ndarray:
+    return 0.85 + 0.35 * (albedo_canonical(points) - 0.55)  # in [0.71, 0.99]
+
+
+def gradient_materials(canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A smooth roughness ramp (0.05 to 0.6 across the object along one diagonal, in metal and dielectric alike)
+    and one metal/dielectric border on a wavy plane along another: silver blending into gold on the metal side,
+    terracotta into teal on the dielectric side. Same return as :func:`glossy_materials`."""
+    points = np.asarray(canonical, dtype=np.float64)
+    q = points / _CANONICAL_RADIUS
+    roughness = 0.05 + 0.55 * np.clip(0.5 + 0.6 * (q @ _unit((0.48, -0.36, 0.8))), 0.0, 1.0)
+    wave = 0.15 * np.sin(5.0 * (q @ _unit((0.2, 0.9, -0.4))))
+    metallic = _soft_step(q @ _unit((0.7, 0.5, 0.1)) + wave - 0.1)
+    height = np.clip(0.5 + 0.6 * q[:, 2:3], 0.0, 1.0)
+    metal_colour = (1.0 - height) * _SILVER + height * _GOLD
+    across = np.clip(0.5 + 0.6 * (q @ _unit((-0.3, 0.8, 0.5)))[:, None], 0.0, 1.0)
+    dielectric_colour = (1.0 - across) * np.array([0.62, 0.25, 0.12]) + across * np.array([0.10, 0.42, 0.45])
+    base = metallic[:, None] * metal_colour + (1.0 - metallic[:, None]) * dielectric_colour * _texture(points)
+    return np.clip(base, 0.0, 1.0), roughness, metallic
+
+
+def banded_materials(canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three to four copper bands across a blue-grey lacquer, along a tilted axis, with roughness from a smooth
+    3-D field (0.08 to 0.53) that crosses the bands. Same return as :func:`glossy_materials`."""
+    points = np.asarray(canonical, dtype=np.float64)
+    q = points / _CANONICAL_RADIUS
+    frequency = 2.0 * np.pi * 1.1  # three to four bands across the object
+    metallic = _soft_step(np.sin(frequency * (q @ _unit((0.3, -0.5, 0.8))) + 0.4), frequency * _BORDER_WIDTH)
+    field = albedo_canonical(1.3 * points + 0.4)[:, 1]  # in [0.15, 0.95]
+    roughness = 0.08 + 0.45 * (field - 0.15) / 0.8
+    dielectric_colour = np.array([0.20, 0.30, 0.55]) * _texture(points)
+    base = metallic[:, None] * _COPPER + (1.0 - metallic[:, None]) * dielectric_colour
+    return np.clip(base, 0.0, 1.0), roughness, metallic
+
+
+#: Spot centres (normalised canonical units) and radii of :func:`spotted_materials`: fixed, so every scene and
+#: its ground truth agree without a seed.
+_SPOTS = np.array(
+    [[0.8, 0.1, 0.3], [-0.6, 0.6, 0.2], [0.1, -0.8, -0.4], [-0.3, -0.2, 0.9], [0.5, 0.6, -0.6], [-0.7, -0.5, -0.5]]
+)
+_SPOT_RADII = np.array([0.45, 0.4, 0.5, 0.35, 0.45, 0.4])
+
+
+def spotted_materials(canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Round gold and silver spots (balls of canonical space cut by the surface, so their outlines do not follow
+    the shape) on a beige dielectric whose roughness rises from 0.2 at the bottom to 0.55 at the top; the spots
+    are polished (0.1). Same return as :func:`glossy_materials`."""
+    points = np.asarray(canonical, dtype=np.float64)
+    q = points / _CANONICAL_RADIUS
+    inside = _SPOT_RADII[None, :] - np.linalg.norm(q[:, None, :] - _SPOTS[None, :, :], axis=-1)
+    metallic = _soft_step(inside.max(axis=1))
+    gold = (inside.argmax(axis=1) % 2 == 0)[:, None]
+    metal_colour = np.where(gold, _GOLD, _SILVER)
+    dielectric_roughness = 0.2 + 0.35 * np.clip(0.5 + 0.6 * q[:, 2], 0.0, 1.0)
+    roughness = metallic * 0.1 + (1.0 - metallic) * dielectric_roughness
+    dielectric_colour = np.array([0.80, 0.70, 0.50]) * _texture(points)
+    base = metallic[:, None] * metal_colour + (1.0 - metallic[:, None]) * dielectric_colour
+    return np.clip(base, 0.0, 1.0), roughness, metallic
+
+
+#: ``recon-synth glossy --materials``: layout name -> canonical points (N, 3) -> (albedo, roughness, metallic).
+MATERIAL_LAYOUTS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+    "patches": glossy_materials,
+    "gradient": gradient_materials,
+    "bands": banded_materials,
+    "spots": spotted_materials,
+}
 
 
 def relight_view_indices(views: int, interval: int = TEST_INTERVAL) -> list[int]:
@@ -390,14 +479,20 @@ def write_transforms_json(
     return path
 
 
-def _sample_surface(scene: SyntheticScene, mesh_path: Path, count: int, seed: int) -> dict[str, np.ndarray]:
+def _sample_surface(
+    scene: SyntheticScene,
+    mesh_path: Path,
+    count: int,
+    seed: int,
+    materials: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] = glossy_materials,
+) -> dict[str, np.ndarray]:
     """Area-uniform points on the ground-truth surface (mesh samples moved onto the exact implicit)."""
     import trimesh
 
     mesh = trimesh.load(str(mesh_path), process=False)
     points, _ = trimesh.sample.sample_surface(mesh, count, seed=seed)
     canonical = scene.shape.project(scene.to_canonical(np.asarray(points)))
-    albedo, roughness, metallic = glossy_materials(canonical)
+    albedo, roughness, metallic = materials(canonical)
     return {
         "points": scene.to_world(canonical).astype(np.float32),
         "normals": scene.shape.normal(canonical).astype(np.float32),
@@ -416,6 +511,7 @@ def write_glossy_scene(
     seed: int = 0,
     environment: str = "outdoor",
     relight_environment: str = "studio",
+    materials: str = "patches",
     env_height: int = 128,
     interreflection: bool = False,
     transforms_json: bool = False,
@@ -435,6 +531,8 @@ def write_glossy_scene(
         seed: camera spiral rotation, environment lights and Monte-Carlo streams.
         environment, relight_environment: kinds of :func:`procedural_environment` for the training views and
             for the relit test views.
+        materials: a :data:`MATERIAL_LAYOUTS` name: "patches" (eight soft patches by direction), "gradient",
+            "bands" or "spots" (borders and ramps independent of the shape's parts).
         env_height: rows of the equirect environments (width = 2 x height).
         interreflection: trace secondary rays against the object (one bounce); much slower.
         transforms_json: also write transforms.json + sparse_pc.ply (surface points) for nerfstudio readers.
@@ -448,6 +546,8 @@ def write_glossy_scene(
     say = log or (lambda _msg: None)
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {sorted(SHAPES)}")
+    if materials not in MATERIAL_LAYOUTS:
+        raise ValueError(f"unknown material layout {materials!r}; choose one of {sorted(MATERIAL_LAYOUTS)}")
     if views < 1:
         raise ValueError(f"views must be >= 1, got {views}")
     if size < 8:
@@ -461,12 +561,13 @@ def write_glossy_scene(
         cameras = make_cameras(scene, views, size, seed=seed)
         env = procedural_environment(environment, env_height, 2 * env_height, seed=seed)
         relight_env = procedural_environment(relight_environment, env_height, 2 * env_height, seed=seed + 1)
-        renderer = GlossyRenderer(scene, env, samples, interreflection)
-        relighter = GlossyRenderer(scene, relight_env, samples, interreflection)
+        layout = MATERIAL_LAYOUTS[materials]
+        renderer = GlossyRenderer(scene, env, samples, interreflection, materials=layout)
+        relighter = GlossyRenderer(scene, relight_env, samples, interreflection, materials=layout)
         tests = relight_view_indices(views)
         say(
             f"recon-synth glossy: shape '{shape}', {views} views at {size}x{size} px, {samples} samples/pixel, "
-            f"interreflection {'on' if interreflection else 'off'}, seed {seed}"
+            f"materials '{materials}', interreflection {'on' if interreflection else 'off'}, seed {seed}"
         )
         names, coverage, noise = [], [], None
         (tmp / "relight").mkdir()
@@ -495,12 +596,12 @@ def write_glossy_scene(
             write_environment(tmp / f"environment{suffix}", env)
             write_environment(tmp / "relight" / f"environment{suffix}", relight_env)
         n_vertices, n_faces = write_gt_mesh(scene, tmp / "gt_mesh.ply", mesh_resolution)
-        materials = _sample_surface(scene, tmp / "gt_mesh.ply", material_points, seed)
-        np.savez(tmp / "gt_materials.npz", **materials)
+        surface = _sample_surface(scene, tmp / "gt_mesh.ply", material_points, seed, layout)
+        np.savez(tmp / "gt_materials.npz", **surface)
         if transforms_json:
             import trimesh
 
-            trimesh.PointCloud(materials["points"]).export(str(tmp / "sparse_pc.ply"))
+            trimesh.PointCloud(surface["points"]).export(str(tmp / "sparse_pc.ply"))
             write_transforms_json(tmp, cameras, names, ply_name="sparse_pc.ply")
         say(f"  ground truth: mesh {n_vertices} vertices / {n_faces} faces, {material_points} material points")
 
@@ -534,6 +635,7 @@ def write_glossy_scene(
             "Schlick F with F0 = 0.04 (1 - metallic) + metallic * albedo; diffuse (1 - metallic) albedo / pi, "
             "no (1 - F)",
             "materials": "gt_materials.npz: world points and normals, linear albedo, perceptual roughness, metallic",
+            "material_layout": materials,
             "environment": {"file": "environment.exr", "kind": environment, "seed": seed},
             "relight_environment": {"file": "relight/environment.exr", "kind": relight_environment, "seed": seed + 1},
             "environment_convention": "equirect, world z up, row 0 at +z, u = 0.5 - atan2(y, x) / (2 pi) "
