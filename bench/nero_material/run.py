@@ -171,7 +171,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
     for index, (name, run) in enumerate(results["runs"].items()):
         colour = f"C{index}"
         minutes = [p["seconds"] / 60 for p in run["curve"]]
@@ -183,15 +183,15 @@ def plot(results: dict, path: Path) -> None:
         axes[2].plot(minutes, metallic, marker="o", color=colour, label=name)
     axes[0].axhline(26, color="grey", ls=":", lw=1)
     axes[0].set(xlabel="stage II wall time (min)", ylabel="relighting PSNR (dB)",
-                title="second environment: object (solid), image (dashed)")  # fmt: skip
+                title="second environment: object (solid), image (--)")  # fmt: skip
     axes[1].axhline(0.06, color="C0", ls=":", lw=1)
     axes[1].axhline(0.1, color="C1", ls=":", lw=1)
     axes[1].set(xlabel="stage II wall time (min)", ylabel="MAE",
-                title="albedo after scale (solid), roughness (dashed)")  # fmt: skip
+                title="albedo after scale (solid), roughness (--)")  # fmt: skip
     axes[2].axhline(90, color="grey", ls=":", lw=1)
     axes[2].set(xlabel="stage II wall time (min)", ylabel="% of points", title="metallic classified right")
-    axes[2].legend(fontsize=8, loc="lower right")
-    fig.suptitle("nero-material on the default recon-synth glossy scene (CPU; dotted: the issue's targets)")
+    axes[2].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("nero-material on recon-synth glossy scenes (CPU; dotted: the issue's targets)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

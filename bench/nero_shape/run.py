@@ -113,7 +113,8 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, run in results["runs"].items():
+    # Rows of other scenes ("[tag]", bench/nero_material/scenes.py) have one point each: their own table.
+    for name, run in ((name, run) for name, run in results["runs"].items() if "[" not in name):
         seconds = [p["seconds"] / 60 for p in run["curve"]]
         # Colour: the head; line: the layout.
         style = {"color": "C1" if name.startswith("split-sum") else "C0", "ls": "--" if "transforms" in name else "-"}
