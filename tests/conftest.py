@@ -1,5 +1,6 @@
 """Session fixtures shared by test modules: a tiny `recon-synth glossy` scene and the `ns-train nero-shape` run
-on it (nero-shape's end-to-end tests read that run; nero-material's train from it and from the scene)."""
+on it (nero-shape's end-to-end tests read that run; nero-material's train from it and from the scene), and the tiny
+nerfacto run the render queue and server tests load."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import BIN, build_once, run, session_dir
+from conftest_renderer import train_tiny_nerfacto
 
 #: The modules that take longest (a minute or more each on 2 cores; `make test` prints the slowest tests), longest
 #: first. `make test` runs the suite on two pytest-xdist workers that take whole modules in collection order
@@ -77,3 +79,9 @@ def nero_shape_run(tiny_glossy_scene, tmp_path_factory) -> dict:
         "iterations": iterations,
         "eval_every": eval_every,
     }
+
+
+@pytest.fixture(scope="session")
+def nerfacto_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """config.yml of the tiny stock-nerfacto run (trained once per session for all its workers)."""
+    return train_tiny_nerfacto(session_dir(tmp_path_factory) / "renderer_nerfacto")

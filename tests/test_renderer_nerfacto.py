@@ -13,16 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import session_dir
-from conftest_renderer import offline_lpips, train_camera, train_tiny_nerfacto, wait_for
+from conftest_renderer import offline_lpips, train_camera, wait_for
 
 from recon_plugin.renderer import DataparserTransform, RenderQueue, ResolutionLadder, look_at
-
-
-@pytest.fixture(scope="session")
-def nerfacto_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """config.yml of the tiny nerfacto run (trained once per session, for all its workers)."""
-    return train_tiny_nerfacto(session_dir(tmp_path_factory) / "renderer_nerfacto")
 
 
 @pytest.fixture(scope="module")

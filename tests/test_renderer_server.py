@@ -22,14 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from browser import CHROMIUM, DevTools
-from cli_helpers import session_dir
 from conftest_renderer import (
     OFFLINE_LPIPS_PATCH,
     REPO_ROOT,
     expected_image,
     make_analytic_model,
     random_c2w,
-    train_tiny_nerfacto,
 )
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -58,13 +56,6 @@ if __name__ == "__main__":
     entrypoint()
 """
 )
-
-
-@pytest.fixture(scope="session")
-def nerfacto_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """config.yml of the tiny nerfacto run (trained once per session for all its workers, shared with
-    test_renderer_nerfacto.py)."""
-    return train_tiny_nerfacto(session_dir(tmp_path_factory) / "renderer_nerfacto")
 
 
 class ServerProcess:

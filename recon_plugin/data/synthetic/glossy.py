@@ -136,8 +136,7 @@ def glossy_materials(canonical: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     metallic = weights @ np.array([p[0] for p in _PATCHES])
     roughness = weights @ np.array([p[1] for p in _PATCHES])
     base = weights @ np.array([p[2] for p in _PATCHES])
-    texture = 0.85 + 0.35 * (albedo_canonical(points) - 0.55)  # in [0.71, 0.99]
-    albedo = np.clip(base * texture, 0.0, 1.0)
+    albedo = np.clip(base * _texture(points), 0.0, 1.0)
     return albedo, roughness, metallic
 
 
@@ -161,6 +160,7 @@ def _soft_step(signed: np.ndarray, width: float = _BORDER_WIDTH) -> np.ndarray:
 
 
 def _texture(points: np.ndarray) -> np.ndarray:
+    """The smooth albedo modulation of every layout (that of the RnB scenes, squeezed)."""
     return 0.85 + 0.35 * (albedo_canonical(points) - 0.55)  # in [0.71, 0.99]
 
 
